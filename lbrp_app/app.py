@@ -1,0 +1,266 @@
+"""The os-ken application: moves messages and events, decides nothing itself.
+
+Decisions live in :mod:`lbrp_app.pipeline` (what to program),
+:mod:`lbrp_app.ofmsg` (how it is encoded) and :mod:`lbrp_app.packets`
+(what to answer). This module tracks switches, serialises changes, applies
+them to every switch, saves the file and answers packet-ins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.lib import hub
+from os_ken.ofproto import ofproto_v1_5
+
+from lbrp_app import config as config_file
+from lbrp_app import ofmsg, ovsdb, packets
+from lbrp_app import pipeline as pl
+from lbrp_app.model import Config
+from lbrp_app.switch import SwitchError, XidTracker, commit, describe_error, request
+
+LOG = logging.getLogger("lbrp.app")
+SWITCH_TIMEOUT = float(os.environ.get("LBRP_SWITCH_TIMEOUT", "10"))
+
+
+class ChangeError(Exception):
+    """A change could not be applied or saved; nothing of it is in effect."""
+
+
+@dataclass
+class Switch:
+    """What the app knows of one connected datapath."""
+
+    dp: Any
+    ports: pl.Ports | None = None
+    programmed: bool = False
+    bridge: str | None = None
+    connected_at: float = field(default_factory=time.time)
+    error: str | None = None
+
+
+@dataclass
+class Counters:
+    """Counters kept by the controller itself (the switch has the rest)."""
+
+    echo_replies: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    ignored_packet_ins: int = 0
+
+
+class LbrpApp(app_manager.OSKenApp):
+    """Reverse-proxy L4 load balancer controller."""
+
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_5.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config_path = config_file.config_path()
+        try:
+            self.config: Config = config_file.load(self.config_path)
+        except config_file.ConfigFileError as exc:
+            print(f"lbrp: refusing to start: {exc}", file=sys.stderr)
+            LOG.error("refusing to start: %s", exc)
+            raise SystemExit(2) from None
+        self.switches: dict[int, Switch] = {}
+        self.tracker = XidTracker()
+        self.lock = hub.Semaphore(1)
+        self.counters = Counters()
+        self.rest_server: Any = None
+        LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
+
+    def start(self) -> Any:
+        thread = super().start()
+        from lbrp_app.rest import serve
+
+        self.rest_server = serve(self)
+        return thread
+
+    # --- switch lifecycle -------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        old = self.switches.get(dp.id)
+        if old is not None and old.dp is not dp:
+            self.tracker.disconnect(dp.id)
+        self.switches[dp.id] = Switch(dp)
+        LOG.info("switch %016x connected (OpenFlow 0x%x)", dp.id, dp.ofproto.OFP_VERSION)
+        hub.spawn(self._program, dp)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def _gone(self, ev: Any) -> None:
+        dp = ev.datapath
+        sw = self.switches.get(dp.id) if dp.id is not None else None
+        if sw is not None and sw.dp is dp:
+            del self.switches[dp.id]
+            self.tracker.disconnect(dp.id)
+            LOG.info("switch %016x disconnected", dp.id)
+
+    def _resolve_ports(self, dp: Any) -> pl.Ports:
+        s = self.config.settings
+        numbers: dict[str, int] = {}
+        if isinstance(s.frontend_port, str) or isinstance(s.backend_port, str):
+            parser = dp.ofproto_parser
+            reply = request(dp, self.tracker, [parser.OFPPortDescStatsRequest(dp, 0)],
+                            SWITCH_TIMEOUT)
+            for msg in reply.replies:
+                for port in msg.body:
+                    name = port.name.decode() if isinstance(port.name, bytes) else port.name
+                    numbers[name.rstrip("\0")] = port.port_no
+        out = []
+        for name in (s.frontend_port, s.backend_port):
+            if isinstance(name, int):
+                out.append(name)
+            elif name in numbers:
+                out.append(numbers[name])
+            else:
+                raise SwitchError(f"switch has no port named {name!r}")
+        return pl.Ports(out[0], out[1])
+
+    def _program(self, dp: Any) -> None:
+        """Reconcile a (re)connected switch: replace our flows, keep learned sessions."""
+        sw = self.switches.get(dp.id)
+        if sw is None:
+            return
+        with self.lock:
+            if self.switches.get(dp.id) is not sw:
+                return
+            try:
+                sw.ports = self._resolve_ports(dp)
+                self._setup_meter(dp)
+                try:
+                    sw.bridge = ovsdb.limit_sessions(dp.id, self.config.settings.max_sessions)
+                except (RuntimeError, OSError) as exc:
+                    LOG.warning("switch %016x: session bound not applied through OVSDB: %s",
+                                dp.id, exc)
+                state = pl.desired_state(self.config, sw.ports)
+                t0 = time.monotonic()
+                commit(dp, self.tracker, ofmsg.reconcile_messages(
+                    dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
+                sw.programmed = True
+                sw.error = None
+                LOG.info("switch %016x programmed: %d flows, %d groups in %.3f s", dp.id,
+                         len(state.flows), len(state.groups), time.monotonic() - t0)
+            except SwitchError as exc:
+                sw.error = str(exc)
+                LOG.error("switch %016x not programmed: %s", dp.id, exc)
+
+    def _setup_meter(self, dp: Any) -> None:
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        s = self.config.settings
+        add = ofmsg.meter_mod(parser, ofp, s.packet_in_rate, s.packet_in_burst, ofp.OFPMC_ADD)
+        if request(dp, self.tracker, [add], SWITCH_TIMEOUT).errors:
+            mod = ofmsg.meter_mod(parser, ofp, s.packet_in_rate, s.packet_in_burst,
+                                  ofp.OFPMC_MODIFY)
+            errors = request(dp, self.tracker, [mod], SWITCH_TIMEOUT).errors
+            if errors:
+                raise SwitchError(f"meter refused: {describe_error(errors[0])}")
+
+    def programmed_switches(self) -> list[Switch]:
+        return [sw for _, sw in sorted(self.switches.items()) if sw.programmed]
+
+    # --- replies and errors ------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        if not self.tracker.error(msg.datapath.id, msg.xid, msg):
+            LOG.warning("switch %016x: unsolicited %s", msg.datapath.id, describe_error(msg))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev: Any) -> None:
+        self.tracker.reply(ev.msg.datapath.id, ev.msg.xid, ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev: Any) -> None:
+        msg = ev.msg
+        self.tracker.reply(msg.datapath.id, msg.xid, msg, more=bool(msg.flags & 1))
+
+    # --- changes -----------------------------------------------------------------------
+
+    def apply(self, new: Config) -> None:
+        """Apply ``new`` on every programmed switch, save it, then make it current.
+
+        Raises ChangeError (with everything rolled back) if a switch refuses or
+        the file cannot be written.
+        """
+        with self.lock:
+            old = self.config
+            purge = pl.purged_sessions(old, new)
+            done: list[Switch] = []
+            try:
+                for sw in self.programmed_switches():
+                    assert sw.ports is not None
+                    d = pl.diff(pl.desired_state(old, sw.ports), pl.desired_state(new, sw.ports),
+                                purge)
+                    commit(sw.dp, self.tracker,
+                           ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d),
+                           SWITCH_TIMEOUT)
+                    done.append(sw)
+            except SwitchError as exc:
+                self._roll_back(done, new, old)
+                raise ChangeError(f"switch refused the change: {exc}") from None
+            try:
+                config_file.save(self.config_path, new)
+            except OSError as exc:
+                self._roll_back(done, new, old)
+                raise ChangeError(f"could not save {self.config_path}: {exc}") from None
+            self.config = new
+
+    def _roll_back(self, switches: list[Switch], new: Config, old: Config) -> None:
+        for sw in switches:
+            assert sw.ports is not None
+            d = pl.diff(pl.desired_state(new, sw.ports), pl.desired_state(old, sw.ports))
+            try:
+                commit(sw.dp, self.tracker,
+                       ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d),
+                       SWITCH_TIMEOUT)
+            except SwitchError as exc:
+                LOG.error("switch %016x: rollback failed (%s); reprogramming", sw.dp.id, exc)
+                sw.programmed = False
+                hub.spawn(self._program, sw.dp)
+
+    # --- packet-in ---------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        dp = msg.datapath
+        sw = self.switches.get(dp.id)
+        decoded = pl.decode_cookie(msg.cookie)
+        reply = None
+        if sw is not None and sw.ports is not None and decoded is not None:
+            kind = decoded[0]
+            if kind == pl.KIND_VIP:
+                reply = packets.echo_reply(msg.data, set(self.config.vips()))
+                if reply is not None:
+                    self.counters.echo_replies += 1
+            elif kind == pl.KIND_REJECT:
+                reply = packets.reject(msg.data)
+                if reply is not None:
+                    svc = next((str(k) for k in self.config.services
+                                if k.service_id == decoded[1]), "unknown")
+                    self.counters.rejects[svc] = self.counters.rejects.get(svc, 0) + 1
+        if reply is None:
+            self.counters.ignored_packet_ins += 1
+            return
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        in_port = msg.match.get("in_port", sw.ports.frontend)
+        dp.send_msg(parser.OFPPacketOut(
+            datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
+            match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
+            actions=[parser.OFPActionOutput(in_port)], data=reply))

@@ -1,0 +1,75 @@
+"""Loading and saving the YAML configuration file (``LBRP_CONFIG``).
+
+The file is both the start-up configuration and where run-time changes are
+saved: rewritten whole and atomically (temp file, fsync, rename, fsync of the
+folder), so a crash leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from lbrp_app.model import Config, ConfigError, config_to_dict, parse_config
+
+DEFAULT_PATH = "/var/lib/lbrp/lbrp.yaml"
+
+
+class ConfigFileError(Exception):
+    """The configuration file cannot be used; the message names file, field and value."""
+
+
+def config_path() -> Path:
+    """The configuration file named by ``LBRP_CONFIG`` (or the default)."""
+    return Path(os.environ.get("LBRP_CONFIG") or DEFAULT_PATH)
+
+
+def load(path: Path) -> Config:
+    """Read and validate ``path``; a missing or empty file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read: {exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_config(doc)
+    except ConfigError as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+
+
+def dump(cfg: Config) -> str:
+    """The YAML text for ``cfg``."""
+    header = "# Written by lbrp; run-time changes are saved here (comments are not kept).\n"
+    return header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def save(path: Path, cfg: Config) -> None:
+    """Write ``cfg`` to ``path`` atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dump(cfg).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,157 @@
+"""Encoding of the pipeline's plain data as os-ken OpenFlow 1.5 messages.
+
+Pure: messages are built with ``datapath=None``; the app attaches the datapath
+when it sends them. Nothing here talks to a switch.
+"""
+
+from __future__ import annotations
+
+import struct
+from types import ModuleType
+from typing import Any
+
+from lbrp_app import pipeline as pl
+
+NTR_VENDOR_ID = 0x0000154D
+NTRT_SELECTION_METHOD = 1
+OFPGPT_EXPERIMENTER = 0xFFFF
+OFPG_ALL = 0xFFFFFFFC
+OFPTT_ALL = 0xFF
+OFPP_ANY = 0xFFFFFFFF
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPG_ANY = 0xFFFFFFFF
+
+
+class SelectionMethodProp:
+    """Netronome group property ``selection_method`` (os-ken has no class for it).
+
+    ``dp_hash`` with parameter 0 makes OVS hash the whole 5-tuple
+    (OVS_HASH_ALG_L4); the default method leaves UDP ports out.
+    """
+
+    def __init__(self, method: str = "dp_hash", param: int = 0) -> None:
+        self.method = method
+        self.param = param
+
+    def serialize(self) -> bytes:
+        body = struct.pack("!HHIII16sQ", OFPGPT_EXPERIMENTER, 40, NTR_VENDOR_ID,
+                           NTRT_SELECTION_METHOD, 0, self.method.encode(), self.param)
+        return body  # 40 bytes, already a multiple of 8
+
+
+def _match(parser: ModuleType, match: pl.Match) -> Any:
+    # Keep our order: OVS checks prerequisites field by field (eth_type before ip_frag).
+    return parser.OFPMatch(_ordered_fields=list(match))
+
+
+def _learn(parser: ModuleType, ofp: ModuleType, a: pl.Learn) -> Any:
+    specs = []
+    for kind, src, dst, n_bits in a.specs:
+        if kind == "match":
+            specs.append(parser.NXFlowSpecMatch(src=src, dst=dst, n_bits=n_bits))
+        elif kind == "load":
+            specs.append(parser.NXFlowSpecLoad(src=src, dst=dst, n_bits=n_bits))
+        else:
+            specs.append(parser.NXFlowSpecOutput(src=src, dst="", n_bits=n_bits))
+    return parser.NXActionLearn(table_id=a.table, specs=specs, idle_timeout=a.idle_timeout,
+                                priority=a.priority, cookie=a.cookie,
+                                fin_idle_timeout=a.fin_idle_timeout)
+
+
+def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action, ...]) -> list:
+    acts: list[Any] = []
+    insts: list[Any] = []
+    for a in actions:
+        if isinstance(a, pl.Output):
+            acts.append(parser.OFPActionOutput(a.port))
+        elif isinstance(a, pl.Controller):
+            acts.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, a.max_len))
+        elif isinstance(a, pl.GroupAction):
+            acts.append(parser.OFPActionGroup(a.group_id))
+        elif isinstance(a, pl.SetField):
+            acts.append(parser.OFPActionSetField(**{a.field: a.value}))
+        elif isinstance(a, pl.Meter):
+            acts.append(parser.OFPActionMeter(a.meter_id))
+        elif isinstance(a, pl.Resubmit):
+            acts.append(parser.NXActionResubmitTable(table_id=a.table))
+        elif isinstance(a, pl.Learn):
+            acts.append(_learn(parser, ofp, a))
+        elif isinstance(a, pl.GotoTable):
+            insts.append(parser.OFPInstructionGotoTable(a.table))
+        else:  # pragma: no cover - exhaustive over pl.Action
+            raise TypeError(a)
+    if acts:
+        insts.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
+    return insts
+
+
+def flow_mod(parser: ModuleType, ofp: ModuleType, flow: pl.Flow, command: int) -> Any:
+    """An OFPFlowMod adding, modifying (strict) or deleting (strict) ``flow``."""
+    return parser.OFPFlowMod(
+        datapath=None, cookie=flow.cookie, cookie_mask=pl.ALL_ONES if command in (
+            ofp.OFPFC_DELETE_STRICT, ofp.OFPFC_MODIFY_STRICT) else 0,
+        table_id=flow.table, command=command, priority=flow.priority,
+        buffer_id=ofp.OFP_NO_BUFFER, out_port=OFPP_ANY, out_group=OFPG_ANY,
+        match=_match(parser, flow.match),
+        instructions=[] if command == ofp.OFPFC_DELETE_STRICT
+        else _instructions(parser, ofp, flow.actions))
+
+
+def delete_by_cookie(parser: ModuleType, ofp: ModuleType, ck: int, mask: int,
+                     table: int = OFPTT_ALL) -> Any:
+    """An OFPFlowMod deleting every flow whose cookie matches ``ck``/``mask``."""
+    return parser.OFPFlowMod(datapath=None, cookie=ck, cookie_mask=mask, table_id=table,
+                             command=ofp.OFPFC_DELETE, out_port=OFPP_ANY, out_group=OFPG_ANY,
+                             buffer_id=ofp.OFP_NO_BUFFER, match=parser.OFPMatch())
+
+
+def group_mod(parser: ModuleType, ofp: ModuleType, group: pl.Group, command: int) -> Any:
+    """An OFPGroupMod for a select group with 5-tuple dp_hash selection."""
+    buckets = [
+        parser.OFPBucket(bucket_id=i, actions=_instructions(parser, ofp, b.actions)[0].actions,
+                         properties=[parser.OFPGroupBucketPropWeight(
+                             type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
+        for i, b in enumerate(group.buckets)]
+    return parser.OFPGroupMod(datapath=None, command=command, type_=ofp.OFPGT_SELECT,
+                              group_id=group.group_id, command_bucket_id=ofp.OFPG_BUCKET_ALL,
+                              buckets=buckets, properties=[SelectionMethodProp()])
+
+
+def delete_group(parser: ModuleType, ofp: ModuleType, group_id: int) -> Any:
+    return parser.OFPGroupMod(datapath=None, command=ofp.OFPGC_DELETE, type_=ofp.OFPGT_SELECT,
+                              group_id=group_id, command_bucket_id=ofp.OFPG_BUCKET_ALL)
+
+
+def meter_mod(parser: ModuleType, ofp: ModuleType, rate: int, burst: int, command: int) -> Any:
+    """The packet-in meter: drop above ``rate`` packets/s (burst ``burst``)."""
+    band = parser.OFPMeterBandDrop(rate=rate, burst_size=burst)
+    return parser.OFPMeterMod(datapath=None, command=command,
+                              flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+                              meter_id=pl.PACKET_IN_METER, bands=[band])
+
+
+def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff) -> list[Any]:
+    """Messages for a Diff, ordered so no flow ever references a missing group and no
+    new session can reach a removed backend before its sessions are purged."""
+    msgs: list[Any] = [group_mod(parser, ofp, g, ofp.OFPGC_ADD) for g in d.add_groups]
+    msgs += [group_mod(parser, ofp, g, ofp.OFPGC_MODIFY) for g in d.modify_groups]
+    msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_ADD) for f in d.add_flows]
+    msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_MODIFY_STRICT) for f in d.modify_flows]
+    msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_DELETE_STRICT) for f in d.delete_flows]
+    msgs += [delete_group(parser, ofp, gid) for gid in d.delete_groups]
+    for table in pl.SESSION_TABLES:
+        msgs += [delete_by_cookie(parser, ofp, ck, mask, table) for ck, mask in d.purge_sessions]
+    return msgs
+
+
+def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> list[Any]:
+    """Replace everything the app owns (not learned sessions) with ``state``.
+
+    Meant for one atomic bundle: the switch never sees the intermediate state.
+    """
+    msgs: list[Any] = [delete_by_cookie(parser, ofp, pl.OWN_FLOWS_COOKIE, pl.OWN_FLOWS_MASK),
+                       delete_group(parser, ofp, OFPG_ALL)]
+    msgs += [group_mod(parser, ofp, g, ofp.OFPGC_ADD) for g in state.groups.values()]
+    msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_ADD) for f in state.flows.values()]
+    return msgs
+

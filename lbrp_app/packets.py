@@ -1,0 +1,112 @@
+"""Packets the controller answers with: ICMP echo replies and session rejects.
+
+Pure functions from the raw packet-in bytes to the raw reply bytes (or None
+when the packet must be ignored: malformed, fragmented, not what we expect).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
+from os_ken.lib.packet.ether_types import ETH_TYPE_IP
+
+IP_MF = 0x1  # ipv4.flags bit: more fragments
+
+
+def _parse_ipv4(data: bytes) -> tuple[ethernet.ethernet, ipv4.ipv4, bytes] | None:
+    """Ethernet + IPv4 header and the L4 bytes of an unfragmented, well-formed packet."""
+    if len(data) < 34:
+        return None
+    eth_type = struct.unpack_from("!H", data, 12)[0]
+    if eth_type != ETH_TYPE_IP:
+        return None
+    ihl = (data[14] & 0x0F) * 4
+    if data[14] >> 4 != 4 or ihl < 20 or len(data) < 14 + ihl:
+        return None
+    total_len = struct.unpack_from("!H", data, 16)[0]
+    if total_len < ihl or 14 + total_len > len(data):
+        return None
+    frag = struct.unpack_from("!H", data, 20)[0]
+    if frag & 0x3FFF:  # MF set or offset != 0: a fragment
+        return None
+    try:
+        pkt = packet.Packet(data[:14 + ihl])
+    except Exception:  # noqa: BLE001 - os-ken raises assorted errors on garbage
+        return None
+    eth = pkt.get_protocol(ethernet.ethernet)
+    ip = pkt.get_protocol(ipv4.ipv4)
+    if eth is None or ip is None:
+        return None
+    return eth, ip, bytes(data[14 + ihl:14 + total_len])
+
+
+def _ip_reply(eth: ethernet.ethernet, ip: ipv4.ipv4, proto: int, src: str) -> packet.Packet:
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=eth.src, src=eth.dst, ethertype=ETH_TYPE_IP))
+    pkt.add_protocol(ipv4.ipv4(src=src, dst=ip.src, proto=proto, ttl=64))
+    return pkt
+
+
+def echo_reply(data: bytes, vips: set[str]) -> bytes | None:
+    """The ICMP echo reply to an echo request addressed to one of ``vips``."""
+    parsed = _parse_ipv4(data)
+    if parsed is None:
+        return None
+    eth, ip, l4 = parsed
+    if ip.proto != 1 or ip.dst not in vips or len(l4) < 8 or l4[0] != 8 or l4[1] != 0:
+        return None
+    if icmp_checksum(l4) != 0:
+        return None
+    ident, seq = struct.unpack_from("!HH", l4, 4)
+    pkt = _ip_reply(eth, ip, 1, ip.dst)
+    pkt.add_protocol(icmp.icmp(type_=icmp.ICMP_ECHO_REPLY, code=0, csum=0,
+                               data=icmp.echo(id_=ident, seq=seq, data=l4[8:])))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def icmp_checksum(buf: bytes) -> int:
+    """Internet checksum of ``buf`` (0 when a buffer with its checksum is intact)."""
+    if len(buf) % 2:
+        buf += b"\0"
+    total = sum(struct.unpack(f"!{len(buf) // 2}H", buf))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def reject(data: bytes) -> bytes | None:
+    """A TCP RST (for a SYN) or ICMP port unreachable (for UDP), from the VIP."""
+    parsed = _parse_ipv4(data)
+    if parsed is None:
+        return None
+    eth, ip, l4 = parsed
+    if ip.proto == 6 and len(l4) >= 20:
+        sport, dport, seq = struct.unpack_from("!HHI", l4, 0)
+        flags = l4[13]
+        if not flags & 0x02 or flags & 0x14:  # only a plain SYN is answered
+            return None
+        seg_len = 1 + (1 if flags & 0x01 else 0)
+        pkt = _ip_reply(eth, ip, 6, ip.dst)
+        pkt.add_protocol(tcp.tcp(src_port=dport, dst_port=sport, seq=0,
+                                 ack=(seq + seg_len) & 0xFFFFFFFF,
+                                 bits=tcp.TCP_RST | tcp.TCP_ACK, window_size=0))
+    elif ip.proto == 17 and len(l4) >= 8:
+        pkt = _ip_reply(eth, ip, 1, ip.dst)
+        original = ip_header_bytes(data) + l4[:8]
+        pkt.add_protocol(icmp.icmp(type_=icmp.ICMP_DEST_UNREACH,
+                                   code=icmp.ICMP_PORT_UNREACH_CODE, csum=0,
+                                   data=icmp.dest_unreach(data=original)))
+    else:
+        return None
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def ip_header_bytes(data: bytes) -> bytes:
+    ihl = (data[14] & 0x0F) * 4
+    return bytes(data[14:14 + ihl])
+
+
+

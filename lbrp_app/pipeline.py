@@ -1,0 +1,409 @@
+"""The OpenFlow pipeline lbrp programs: tables, priorities, cookies, registers.
+
+This module is the one place that decides them. It turns a :class:`Config`
+into the desired flows and groups, as plain immutable data (see
+:mod:`lbrp_app.ofmsg` for the OpenFlow encoding). ``F`` is the frontend port,
+``B`` the backend port.
+
+Table 0 ``CLASSIFY`` (every packet enters here)
+  ========  ==================================================  ===========================
+  priority  match                                               actions
+  ========  ==================================================  ===========================
+  500       in_port=F, ip, nw_dst=VIP, ip_frag=yes              drop (fragments to a VIP
+                                                                are dropped and counted)
+  400       in_port=F, icmp, nw_dst=VIP, icmp_type=8, code=0    meter:1, controller (echo
+                                                                reply built by the app)
+  200       in_port=F, tcp|udp, nw_dst=VIP, tp_dst=vport        goto SESSION_FWD
+  100       in_port=B, tcp|udp                                  goto SESSION_REV
+  10        in_port=F                                           output:B (pass-through)
+  10        in_port=B                                           output:F (pass-through)
+  0         (anything else, e.g. the LOCAL port)                drop
+  ========  ==================================================  ===========================
+
+Table 10 ``SESSION_FWD`` (learned client->VIP sessions)
+  100  learned: ip_proto, nw_src=client, nw_dst=VIP, tp_src=cport, tp_dst=vport
+       (TCP: and tcp_flags=-syn, so every SYN goes through the group and re-learns)
+       -> load nw_dst=backend, tp_dst=bport, output:B
+  0    miss -> goto SERVICE
+
+Table 11 ``SESSION_REV`` (learned backend->client replies)
+  100  learned: ip_proto, nw_src=backend, tp_src=bport, nw_dst=client, tp_dst=cport
+       -> load nw_src=VIP, tp_src=vport, output:F
+  0    miss -> output:F (replies of no session, and other traffic, pass unchanged)
+
+Table 20 ``SERVICE`` (a packet to a service with no session)
+  200  tcp SYN (no ACK/FIN/RST) or any udp, nw_dst=VIP, tp_dst=vport
+       -> group:<service id>; or, with no backend of weight > 0, meter:1, controller
+       (the app rejects: TCP RST / ICMP port unreachable)
+  100  tcp, nw_dst=VIP, tp_dst=vport (not a SYN, no session) -> drop: never
+       balanced mid-stream
+  0    drop
+
+Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
+  one bucket per backend of weight > 0, bucket weight = backend weight:
+  reg0=service id, reg1=backend id, resubmit(,LEARN). (OVS checks bucket actions
+  without the flow's match, so a set_field of tp_dst in a bucket is refused as
+  inconsistent: the rewrite happens in LEARN, right after the bucket.)
+
+Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by OVS)
+  100  ip_proto, reg0=service id, reg1=backend id -> reg2=B, nw_dst=backend,
+       tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
+  0    drop
+
+Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
+output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) |
+backend id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so
+all the app's own non-session flows are ``cookie=0xA0../0xF8..``. Meter 1 limits
+packet-ins (ICMP echo and rejects).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from lbrp_app.model import Backend, Config, Service, ServiceKey
+
+# Tables.
+CLASSIFY = 0
+SESSION_FWD = 10
+SESSION_REV = 11
+SERVICE = 20
+LEARN = 30
+TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN)
+SESSION_TABLES = (SESSION_FWD, SESSION_REV)
+
+# Priorities.
+PRIO_FRAG = 500
+PRIO_ECHO = 400
+PRIO_SERVICE = 200
+PRIO_FROM_BACKEND_L4 = 100
+PRIO_NOT_SYN = 100
+PRIO_SESSION = 100
+PRIO_LEARN = 100
+PRIO_PASS = 10
+PRIO_MISS = 0
+
+# Registers.
+REG_SERVICE = "reg0"
+REG_BACKEND = "reg1"
+REG_OUT_PORT = "reg2"
+
+# Meter and cookies.
+PACKET_IN_METER = 1
+COOKIE_TAG = 0xA
+KIND_STATIC = 0x1
+KIND_VIP = 0x2
+KIND_SERVICE = 0x3
+KIND_REJECT = 0x4
+KIND_BACKEND = 0x5
+KIND_SESSION = 0x8
+OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
+OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
+ALL_ONES = 0xFFFFFFFFFFFFFFFF
+
+ETH_IP = 0x0800
+IP_PROTO = {"tcp": 6, "udp": 17}
+ICMP = 1
+TCP_SYN = 0x002
+TCP_SYN_MASK = 0x017  # FIN | SYN | RST | ACK
+
+
+def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
+    """The cookie of a flow of ``kind`` for object ``obj`` (service id or VIP) and backend."""
+    return (COOKIE_TAG << 60) | (kind << 56) | ((obj & 0xFFFFFFFF) << 24) | (backend & 0xFFFFFF)
+
+
+def decode_cookie(value: int) -> tuple[int, int, int] | None:
+    """(kind, obj, backend) of one of our cookies, or None for a foreign cookie."""
+    if value >> 60 != COOKIE_TAG:
+        return None
+    return (value >> 56) & 0xF, (value >> 24) & 0xFFFFFFFF, value & 0xFFFFFF
+
+
+SERVICE_MASK = (0xFF << 56) | (0xFFFFFFFF << 24)
+
+
+def session_cookie(svc: ServiceKey, be: Backend) -> tuple[int, int]:
+    """(cookie, mask) selecting the learned sessions of one backend of one service."""
+    return cookie(KIND_SESSION, svc.service_id, be.backend_id), ALL_ONES
+
+
+def service_sessions_cookie(svc: ServiceKey) -> tuple[int, int]:
+    """(cookie, mask) selecting every learned session of a service."""
+    return cookie(KIND_SESSION, svc.service_id), SERVICE_MASK
+
+
+@dataclass(frozen=True)
+class Ports:
+    """OpenFlow port numbers of one switch's frontend and backend ports."""
+
+    frontend: int
+    backend: int
+
+
+# Actions, as plain data. ``Learn`` carries its flow specs:
+# ("match"|"load", src, dst, n_bits) with src an int (immediate) or (field, ofs),
+# dst (field, ofs); ("output", (field, ofs), None, n_bits).
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class GotoTable:
+    table: int
+
+
+@dataclass(frozen=True)
+class GroupAction:
+    group_id: int
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Meter:
+    meter_id: int
+
+
+@dataclass(frozen=True)
+class Controller:
+    max_len: int = 0xFFFF  # OFPCML_NO_BUFFER: OVS never buffers, ask for the whole packet
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    table: int
+
+
+@dataclass(frozen=True)
+class Learn:
+    table: int
+    priority: int
+    idle_timeout: int
+    fin_idle_timeout: int
+    cookie: int
+    specs: tuple[tuple[str, Any, Any, int], ...]
+
+
+Action = Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
+Match = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow entry; its identity on the switch is (table, priority, match)."""
+
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...]
+    cookie: int
+
+    @property
+    def key(self) -> tuple[int, int, Match]:
+        return (self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    weight: int
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A select group of one service."""
+
+    group_id: int
+    buckets: tuple[Bucket, ...]
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the app owns on a switch, except learned sessions and the meter."""
+
+    flows: dict[tuple[int, int, Match], Flow]
+    groups: dict[int, Group]
+
+
+def _flow(table: int, prio: int, match: Match, actions: tuple[Action, ...], ck: int) -> Flow:
+    return Flow(table, prio, match, actions, ck)
+
+
+def static_flows(p: Ports) -> list[Flow]:
+    """Pass-through and table-miss flows that do not depend on services."""
+    ck = cookie(KIND_STATIC)
+    flows = [
+        _flow(CLASSIFY, PRIO_PASS, (("in_port", p.frontend),), (Output(p.backend),), ck),
+        _flow(CLASSIFY, PRIO_PASS, (("in_port", p.backend),), (Output(p.frontend),), ck),
+        _flow(CLASSIFY, PRIO_MISS, (), (), ck),
+        _flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
+        _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
+        _flow(SERVICE, PRIO_MISS, (), (), ck),
+        _flow(LEARN, PRIO_MISS, (), (), ck),
+    ]
+    for proto in ("tcp", "udp"):
+        flows.append(_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
+                           (("in_port", p.backend), ("eth_type", ETH_IP),
+                            ("ip_proto", IP_PROTO[proto])),
+                           (GotoTable(SESSION_REV),), ck))
+    return flows
+
+
+def vip_flows(vip: str, p: Ports) -> list[Flow]:
+    """Fragment drop and ICMP echo to the controller for one VIP."""
+    ck = cookie(KIND_VIP, int(ipaddress.IPv4Address(vip)))
+    base: Match = (("in_port", p.frontend), ("eth_type", ETH_IP))
+    return [
+        _flow(CLASSIFY, PRIO_FRAG, base + (("ipv4_dst", vip), ("ip_frag", (1, 1))), (), ck),
+        _flow(CLASSIFY, PRIO_ECHO,
+              base + (("ip_proto", ICMP), ("ipv4_dst", vip), ("icmpv4_type", 8),
+                      ("icmpv4_code", 0)),
+              (Meter(PACKET_IN_METER), Controller()), ck),
+    ]
+
+
+def _l4(proto: str) -> tuple[str, str]:
+    return (f"{proto}_src", f"{proto}_dst")
+
+
+def service_flows(svc: Service, p: Ports) -> list[Flow]:
+    """Classification and new-session flows of one service."""
+    key = svc.key
+    sid = key.service_id
+    ck = cookie(KIND_SERVICE, sid)
+    _, dst = _l4(key.proto)
+    l4: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
+                 ("ipv4_dst", key.vip), (dst, key.port))
+    flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4,
+                   (GotoTable(SESSION_FWD),), ck)]
+    new_session = l4 + ((("tcp_flags", (TCP_SYN, TCP_SYN_MASK)),) if key.proto == "tcp" else ())
+    if svc.active_backends:
+        flows.append(_flow(SERVICE, PRIO_SERVICE, new_session, (GroupAction(sid),), ck))
+    else:
+        flows.append(_flow(SERVICE, PRIO_SERVICE, new_session,
+                           (Meter(PACKET_IN_METER), Controller()), cookie(KIND_REJECT, sid)))
+    if key.proto == "tcp":
+        flows.append(_flow(SERVICE, PRIO_NOT_SYN, l4, (), ck))
+    return flows
+
+
+def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
+    """The LEARN-table flow of one backend: pins the session both ways, then outputs."""
+    key = svc.key
+    s = cfg.settings
+    src, dst = _l4(key.proto)
+    proto = IP_PROTO[key.proto]
+    vip = int(ipaddress.IPv4Address(key.vip))
+    bip = int(ipaddress.IPv4Address(be.ip))
+    idle = s.tcp_idle_timeout if key.proto == "tcp" else s.udp_idle_timeout
+    fin = s.tcp_fin_timeout if key.proto == "tcp" else 0
+    ck = cookie(KIND_SESSION, key.service_id, be.backend_id)
+    fwd_specs: list[tuple[str, Any, Any, int]] = [
+        ("match", ETH_IP, ("eth_type", 0), 16),
+        ("match", proto, ("ip_proto", 0), 8),
+        ("match", ("ipv4_src", 0), ("ipv4_src", 0), 32),
+        ("match", vip, ("ipv4_dst", 0), 32),
+        ("match", (src, 0), (src, 0), 16),
+        ("match", key.port, (dst, 0), 16),
+    ]
+    if key.proto == "tcp":
+        fwd_specs.append(("match", 0, ("tcp_flags", 1), 1))  # SYN bit clear
+    fwd_specs += [
+        ("load", bip, ("ipv4_dst", 0), 32),
+        ("load", be.port, (dst, 0), 16),
+        ("output", (REG_OUT_PORT, 0), None, 16),
+    ]
+    rev_specs: tuple[tuple[str, Any, Any, int], ...] = (
+        ("match", ETH_IP, ("eth_type", 0), 16),
+        ("match", proto, ("ip_proto", 0), 8),
+        ("match", bip, ("ipv4_src", 0), 32),
+        ("match", ("ipv4_src", 0), ("ipv4_dst", 0), 32),
+        ("match", be.port, (src, 0), 16),
+        ("match", (src, 0), (dst, 0), 16),
+        ("load", vip, ("ipv4_src", 0), 32),
+        ("load", key.port, (src, 0), 16),
+        ("output", ("in_port", 0), None, 16),
+    )
+    actions: tuple[Action, ...] = (
+        SetField(REG_OUT_PORT, p.backend),
+        SetField("ipv4_dst", be.ip),
+        SetField(dst, be.port),
+        Learn(SESSION_FWD, PRIO_SESSION, idle, fin, ck, tuple(fwd_specs)),
+        Learn(SESSION_REV, PRIO_SESSION, idle, fin, ck, rev_specs),
+        Output(p.backend),
+    )
+    match: Match = (("eth_type", ETH_IP), ("ip_proto", proto),
+                    (REG_SERVICE, key.service_id), (REG_BACKEND, be.backend_id))
+    return _flow(LEARN, PRIO_LEARN, match, actions,
+                 cookie(KIND_BACKEND, key.service_id, be.backend_id))
+
+
+def service_group(svc: Service) -> Group:
+    """The select group of a service: one weighted bucket per backend of weight > 0."""
+    key = svc.key
+    buckets = tuple(
+        Bucket(be.weight, (SetField(REG_SERVICE, key.service_id),
+                           SetField(REG_BACKEND, be.backend_id), Resubmit(LEARN)))
+        for be in svc.active_backends)
+    return Group(key.service_id, buckets)
+
+
+def desired_state(cfg: Config, p: Ports) -> State:
+    """All flows and groups the app owns for ``cfg`` on a switch with ports ``p``."""
+    flows: list[Flow] = static_flows(p)
+    for vip in cfg.vips():
+        flows += vip_flows(vip, p)
+    groups: dict[int, Group] = {}
+    for svc in cfg.sorted_services():
+        flows += service_flows(svc, p)
+        flows += [learn_flow(svc, be, p, cfg) for be in svc.backends]
+        groups[svc.key.service_id] = service_group(svc)
+    return State({f.key: f for f in flows}, groups)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What turns one State into another, plus the sessions to purge."""
+
+    add_flows: tuple[Flow, ...] = ()
+    modify_flows: tuple[Flow, ...] = ()
+    delete_flows: tuple[Flow, ...] = ()
+    add_groups: tuple[Group, ...] = ()
+    modify_groups: tuple[Group, ...] = ()
+    delete_groups: tuple[int, ...] = ()
+    purge_sessions: tuple[tuple[int, int], ...] = ()  # (cookie, mask)
+
+    def __bool__(self) -> bool:
+        return any((self.add_flows, self.modify_flows, self.delete_flows, self.add_groups,
+                    self.modify_groups, self.delete_groups, self.purge_sessions))
+
+
+def purged_sessions(old: Config, new: Config) -> list[tuple[int, int]]:
+    """Session cookies of every backend (or service) present in ``old`` but not in ``new``."""
+    out: list[tuple[int, int]] = []
+    for key, svc in sorted(old.services.items(), key=lambda kv: kv[0].sort_key()):
+        if key not in new.services:
+            out.append(service_sessions_cookie(key))
+            continue
+        kept = {b.addr for b in new.services[key].backends}
+        out += [session_cookie(key, b) for b in svc.backends if b.addr not in kept]
+    return out
+
+
+def diff(old: State, new: State, purge: list[tuple[int, int]] | None = None) -> Diff:
+    """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match)."""
+    add = tuple(f for k, f in new.flows.items() if k not in old.flows)
+    mod = tuple(f for k, f in new.flows.items() if k in old.flows and old.flows[k] != f)
+    dele = tuple(f for k, f in old.flows.items() if k not in new.flows)
+    gadd = tuple(g for i, g in new.groups.items() if i not in old.groups)
+    gmod = tuple(g for i, g in new.groups.items() if i in old.groups and old.groups[i] != g)
+    gdel = tuple(i for i in old.groups if i not in new.groups)
+    return Diff(add, mod, dele, gadd, gmod, gdel, tuple(purge or ()))

@@ -1,0 +1,124 @@
+"""Talking to one switch: transactions (bundles + barrier) and OVSDB settings.
+
+A :class:`Transaction` sends a list of messages to one datapath as one atomic
+OpenFlow bundle and waits for the switch to confirm it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from os_ken.lib import hub
+
+LOG = logging.getLogger("lbrp.switch")
+
+BUNDLE_ATOMIC_ORDERED = 0x3  # OFPBF_ATOMIC | OFPBF_ORDERED
+_bundle_ids = itertools.count(1)
+
+
+class SwitchError(Exception):
+    """The switch refused a change or did not confirm it in time."""
+
+
+class Waiter:
+    """Collects the replies and errors of a set of xids until a final reply arrives."""
+
+    def __init__(self) -> None:
+        self.event = hub.Event()
+        self.errors: list[Any] = []
+        self.replies: list[Any] = []
+
+
+class XidTracker:
+    """Routes replies and errors by (dpid, xid) to the waiter that sent them."""
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[int, int], Waiter] = {}
+        self._final: dict[tuple[int, int], Waiter] = {}
+
+    def own(self, dpid: int, xid: int, waiter: Waiter, final: bool = False) -> None:
+        self._owners[(dpid, xid)] = waiter
+        if final:
+            self._final[(dpid, xid)] = waiter
+
+    def release(self, dpid: int, xids: list[int]) -> None:
+        for xid in xids:
+            self._owners.pop((dpid, xid), None)
+            self._final.pop((dpid, xid), None)
+
+    def error(self, dpid: int, xid: int, msg: Any) -> bool:
+        waiter = self._owners.get((dpid, xid))
+        if waiter is None:
+            return False
+        waiter.errors.append(msg)
+        return True
+
+    def reply(self, dpid: int, xid: int, msg: Any, more: bool = False) -> bool:
+        waiter = self._owners.get((dpid, xid))
+        if waiter is None:
+            return False
+        waiter.replies.append(msg)
+        if not more and (dpid, xid) in self._final:
+            waiter.event.set()
+        return True
+
+    def disconnect(self, dpid: int) -> None:
+        for (d, _), waiter in list(self._owners.items()):
+            if d == dpid:
+                waiter.errors.append("switch disconnected")
+                waiter.event.set()
+
+
+def _send(dp: Any, tracker: XidTracker, waiter: Waiter, msg: Any, xids: list[int],
+          final: bool = False) -> None:
+    msg.datapath = dp
+    dp.set_xid(msg)
+    tracker.own(dp.id, msg.xid, waiter, final)
+    xids.append(msg.xid)
+    if not dp.send_msg(msg):
+        raise SwitchError("switch connection is closed")
+
+
+def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> Waiter:
+    """Send ``msgs`` then a barrier; wait for the barrier (or a stats reply chain)."""
+    waiter = Waiter()
+    xids: list[int] = []
+    try:
+        for m in msgs:
+            _send(dp, tracker, waiter, m, xids)
+        _send(dp, tracker, waiter, dp.ofproto_parser.OFPBarrierRequest(dp), xids, final=True)
+        if not waiter.event.wait(timeout):
+            raise SwitchError(f"switch {dp.id:016x} did not answer within {timeout:.0f} s")
+    finally:
+        tracker.release(dp.id, xids)
+    return waiter
+
+
+def describe_error(err: Any) -> str:
+    if isinstance(err, str):
+        return err
+    return f"OpenFlow error type={err.type} code={err.code}"
+
+
+def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> None:
+    """Apply ``msgs`` atomically on ``dp`` as one bundle; raise SwitchError on refusal."""
+    if not msgs:
+        return
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    bid = next(_bundle_ids) & 0xFFFFFFFF
+    ctrl = parser.OFPBundleCtrlMsg
+    adds = [ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST, BUNDLE_ATOMIC_ORDERED, [])]
+    for m in msgs:
+        m.datapath = dp
+        adds.append(parser.OFPBundleAddMsg(dp, bid, BUNDLE_ATOMIC_ORDERED, m, []))
+    staged = request(dp, tracker, adds, timeout)
+    if staged.errors:
+        request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST,
+                                   BUNDLE_ATOMIC_ORDERED, [])], timeout)
+        raise SwitchError("; ".join(describe_error(e) for e in staged.errors[:3]))
+    done = request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST,
+                                      BUNDLE_ATOMIC_ORDERED, [])], timeout)
+    if done.errors:
+        raise SwitchError("; ".join(describe_error(e) for e in done.errors[:3]))

@@ -1,0 +1,51 @@
+"""Loading and saving the YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lbrp_app import config
+from lbrp_app.model import Config, parse_config
+
+
+def test_missing_and_empty_files_start_empty(tmp_path: Path) -> None:
+    assert config.load(tmp_path / "nope.yaml") == Config()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert config.load(empty) == Config()
+
+
+def test_bad_file_names_file_field_value_and_is_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    text = "services:\n  - {vip: 13.13.13.13, proto: tcp, port: 70000}\n"
+    path.write_text(text)
+    with pytest.raises(config.ConfigFileError) as err:
+        config.load(path)
+    msg = str(err.value)
+    assert str(path) in msg and "services[0].port" in msg and "70000" in msg
+    assert path.read_text() == text
+
+
+def test_invalid_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("services: [\n")
+    with pytest.raises(config.ConfigFileError, match="not valid YAML"):
+        config.load(path)
+
+
+def test_save_then_load_round_trips_and_creates_folders(tmp_path: Path) -> None:
+    cfg = parse_config({"frontend_port": 3, "services": [
+        {"vip": "13.13.13.13", "proto": "tcp", "port": 80, "name": "x",
+         "backends": [{"ip": "10.0.1.2", "port": 80, "weight": 0}]}]})
+    path = tmp_path / "a" / "b" / "lbrp.yaml"
+    config.save(path, cfg)
+    assert config.load(path) == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["lbrp.yaml"]  # no temp file left
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "lbrp.yaml"
+    cfg = config.load(example)
+    assert cfg.services, "the example should declare services"

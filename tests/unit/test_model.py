@@ -1,0 +1,113 @@
+"""Config validation and the model's invariants (pure, no switch)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lbrp_app.model import (
+    Backend,
+    Config,
+    ConfigError,
+    Service,
+    ServiceKey,
+    config_to_dict,
+    parse_config,
+)
+
+GOOD = {
+    "frontend_port": 1,
+    "backend_port": "lb0-eth2",
+    "tcp_idle_timeout": 120,
+    "services": [
+        {"vip": "13.13.13.13", "proto": "tcp", "port": 8000, "name": "web",
+         "backends": [{"ip": "10.0.1.4", "port": 8004, "weight": 1},
+                      {"ip": "10.0.1.2", "port": 8002, "weight": 10}]},
+        {"vip": "13.13.13.13", "proto": "udp", "port": 8000},
+    ],
+}
+
+
+def test_good_config_round_trips() -> None:
+    cfg = parse_config(GOOD)
+    assert cfg.settings.backend_port == "lb0-eth2"
+    assert cfg.settings.tcp_idle_timeout == 120
+    web = cfg.services[ServiceKey("13.13.13.13", "tcp", 8000)]
+    assert [b.ip for b in web.backends] == ["10.0.1.2", "10.0.1.4"]  # sorted
+    assert cfg.services[ServiceKey("13.13.13.13", "udp", 8000)].backends == ()
+    assert parse_config(config_to_dict(cfg)) == cfg
+
+
+def test_empty_document_is_empty_config() -> None:
+    assert parse_config(None) == Config()
+    assert parse_config({}) == Config()
+
+
+def _with_service(**changes: object) -> dict:
+    svc = {"vip": "13.13.13.13", "proto": "tcp", "port": 80,
+           "backends": [{"ip": "10.0.1.2", "port": 80}]}
+    svc.update(changes)
+    return {"services": [svc]}
+
+
+@pytest.mark.parametrize(("doc", "field", "value"), [
+    ({"bogus": 1}, "(top level).bogus", 1),
+    (_with_service(vip="13.13.13"), "services[0].vip", "13.13.13"),
+    (_with_service(vip="224.0.0.1"), "services[0].vip", "224.0.0.1"),
+    (_with_service(vip="0.0.0.0"), "services[0].vip", "0.0.0.0"),
+    (_with_service(proto="sctp"), "services[0].proto", "sctp"),
+    (_with_service(port=0), "services[0].port", 0),
+    (_with_service(port=65536), "services[0].port", 65536),
+    (_with_service(port="80"), "services[0].port", "80"),
+    (_with_service(port=True), "services[0].port", True),
+    (_with_service(extra=1), "services[0].extra", 1),
+    (_with_service(backends=[{"ip": "10.0.1.2", "port": 80, "weight": 65536}]),
+     "services[0].backends[0].weight", 65536),
+    (_with_service(backends=[{"ip": "10.0.1.2", "port": 80, "weight": -1}]),
+     "services[0].backends[0].weight", -1),
+    (_with_service(backends=[{"ip": "10.0.1.2", "port": 80},
+                             {"ip": "10.0.1.2", "port": 80, "weight": 3}]),
+     "services[0].backends[1]", "10.0.1.2:80"),
+    (_with_service(backends=[{"ip": "10.0.1.2"}]), "services[0].backends[0].port", None),
+    (_with_service(backends=[{"ip": "10.0.1.2", "port": 80, "wieght": 3}]),
+     "services[0].backends[0].wieght", 3),
+    ({"tcp_idle_timeout": 0}, "tcp_idle_timeout", 0),
+    ({"frontend_port": 2, "backend_port": 2}, "backend_port", 2),
+    ({"session_pinning": "magic"}, "session_pinning", "magic"),
+    ({"services": {"vip": "1.2.3.4"}}, "services", {"vip": "1.2.3.4"}),
+])
+def test_bad_config_names_field_and_value(doc: dict, field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert err.value.field == field
+    assert err.value.value == value
+    assert field in str(err.value)
+
+
+def test_duplicate_service_refused() -> None:
+    svc = {"vip": "13.13.13.13", "proto": "tcp", "port": 80}
+    with pytest.raises(ConfigError, match="duplicate service"):
+        parse_config({"services": [svc, dict(svc)]})
+
+
+def test_weight_zero_is_not_active() -> None:
+    svc = Service(ServiceKey("1.1.1.1", "tcp", 80), "",
+                  (Backend("10.0.0.2", 80, 0), Backend("10.0.0.3", 80, 5)))
+    assert [b.ip for b in svc.active_backends] == ["10.0.0.3"]
+
+
+def test_ids_are_stable_and_in_range() -> None:
+    key = ServiceKey("13.13.13.13", "tcp", 8000)
+    assert key.service_id == ServiceKey("13.13.13.13", "tcp", 8000).service_id
+    assert 0 < key.service_id < 0x80000000
+    assert key.service_id != ServiceKey("13.13.13.13", "udp", 8000).service_id
+    assert 0 < Backend("10.0.1.2", 8002).backend_id < 0x1000000
+
+
+def test_sorted_services_by_vip_numerically() -> None:
+    cfg = parse_config({"services": [
+        {"vip": "10.0.0.10", "proto": "udp", "port": 1},
+        {"vip": "10.0.0.9", "proto": "tcp", "port": 2},
+        {"vip": "10.0.0.10", "proto": "tcp", "port": 1},
+    ]})
+    assert [str(s.key) for s in cfg.sorted_services()] == [
+        "10.0.0.9:tcp:2", "10.0.0.10:tcp:1", "10.0.0.10:udp:1"]

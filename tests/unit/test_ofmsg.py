@@ -1,0 +1,77 @@
+"""OpenFlow 1.5 encoding of the pipeline (serialised without a switch)."""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+from os_ken.ofproto import ofproto_v1_5 as ofp
+from os_ken.ofproto import ofproto_v1_5_parser as parser
+
+from lbrp_app import ofmsg
+from lbrp_app import pipeline as pl
+from lbrp_app.model import Backend, Config, Service, ServiceKey
+
+DP = SimpleNamespace(ofproto=ofp, ofproto_parser=parser, id=1)
+WEB = ServiceKey("13.13.13.13", "tcp", 8000)
+
+
+def serialize(msg: object) -> bytes:
+    msg.datapath = DP
+    msg.xid = 7
+    msg.serialize()
+    return bytes(msg.buf)
+
+
+def test_selection_method_property_layout() -> None:
+    raw = ofmsg.SelectionMethodProp().serialize()
+    assert len(raw) == 40
+    typ, length, vendor, exp_type = struct.unpack_from("!HHII", raw)
+    assert (typ, length, vendor, exp_type) == (0xFFFF, 40, 0x154D, 1)
+    assert raw[16:32].rstrip(b"\0") == b"dp_hash"
+    assert struct.unpack_from("!Q", raw, 32)[0] == 0  # OVS_HASH_ALG_L4: whole 5-tuple
+
+
+def test_every_message_of_a_full_state_serialises() -> None:
+    c = Config().with_service(Service(WEB, "web", (Backend("10.0.1.2", 8002, 3),
+                                                    Backend("10.0.1.3", 8003, 0))))
+    c = c.with_service(Service(ServiceKey("13.13.13.13", "udp", 53), "", ()))
+    msgs = ofmsg.reconcile_messages(parser, ofp, pl.desired_state(c, pl.Ports(1, 2)))
+    assert isinstance(msgs[0], parser.OFPFlowMod) and msgs[0].command == ofp.OFPFC_DELETE
+    assert msgs[0].cookie_mask == pl.OWN_FLOWS_MASK  # learned sessions are kept
+    assert isinstance(msgs[1], parser.OFPGroupMod) and msgs[1].command == ofp.OFPGC_DELETE
+    for m in msgs:
+        assert len(serialize(m)) >= 16
+
+
+def test_group_mod_has_weighted_buckets_and_selection_method() -> None:
+    g = pl.Group(42, (pl.Bucket(5, (pl.SetField("reg0", 1), pl.Resubmit(30))),))
+    m = ofmsg.group_mod(parser, ofp, g, ofp.OFPGC_ADD)
+    raw = serialize(m)
+    assert b"dp_hash" in raw
+    back = parser.OFPGroupMod.parser(DP, ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD, len(raw), 7, raw)
+    assert back.group_id == 42
+    assert back.buckets[0].properties[0].weight == 5
+
+
+def test_match_keeps_prerequisite_order() -> None:
+    f = pl.Flow(0, 500, (("in_port", 1), ("eth_type", 0x800), ("ipv4_dst", "1.2.3.4"),
+                         ("ip_frag", (1, 1))), (), 0)
+    m = ofmsg.flow_mod(parser, ofp, f, ofp.OFPFC_ADD)
+    assert [k for k, _ in m.match._fields2] == ["in_port", "eth_type", "ipv4_dst", "ip_frag"]
+
+
+def test_diff_orders_groups_before_flows_and_purges_last() -> None:
+    old = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002),
+                                                   Backend("10.0.1.3", 8003))))
+    new = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002),)))
+    ports = pl.Ports(1, 2)
+    d = pl.diff(pl.desired_state(old, ports), pl.desired_state(new, ports),
+                pl.purged_sessions(old, new))
+    msgs = ofmsg.diff_messages(parser, ofp, d)
+    kinds = [(type(m).__name__, m.command) for m in msgs]
+    assert kinds[0] == ("OFPGroupMod", ofp.OFPGC_MODIFY)
+    assert kinds[1] == ("OFPFlowMod", ofp.OFPFC_DELETE_STRICT)
+    purges = msgs[2:]
+    assert {m.table_id for m in purges} == set(pl.SESSION_TABLES)
+    assert all(m.cookie == pl.session_cookie(WEB, Backend("10.0.1.3", 8003))[0] for m in purges)

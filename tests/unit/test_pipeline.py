@@ -1,0 +1,169 @@
+"""Desired flows and groups from state, and minimal diffs (pure, no switch)."""
+
+from __future__ import annotations
+
+from lbrp_app import pipeline as pl
+from lbrp_app.model import Backend, Config, Service, ServiceKey, parse_config
+
+PORTS = pl.Ports(frontend=1, backend=2)
+WEB = ServiceKey("13.13.13.13", "tcp", 8000)
+DNS = ServiceKey("13.13.13.13", "udp", 8000)
+B1, B2, B3 = Backend("10.0.1.2", 8002, 10), Backend("10.0.1.3", 8003, 100), \
+    Backend("10.0.1.4", 8004, 1)
+
+
+def cfg(*services: Service) -> Config:
+    c = Config()
+    for s in services:
+        c = c.with_service(s)
+    return c
+
+
+def flows_of(state: pl.State, table: int) -> list[pl.Flow]:
+    return [f for f in state.flows.values() if f.table == table]
+
+
+def test_empty_config_is_pass_through_only() -> None:
+    st = pl.desired_state(Config(), PORTS)
+    assert st.groups == {}
+    table0 = {f.match: f.actions for f in flows_of(st, pl.CLASSIFY)}
+    assert table0[(("in_port", 1),)] == (pl.Output(2),)
+    assert table0[(("in_port", 2),)] == (pl.Output(1),)
+    assert table0[()] == ()  # anything else (LOCAL) is dropped
+    assert all(pl.decode_cookie(f.cookie)[0] == pl.KIND_STATIC for f in st.flows.values())
+
+
+def test_service_programs_classifier_group_and_learn_flows() -> None:
+    st = pl.desired_state(cfg(Service(WEB, "web", (B1, B2, B3))), PORTS)
+    sid = WEB.service_id
+    group = st.groups[sid]
+    assert [b.weight for b in group.buckets] == [10, 100, 1]
+    for bucket, be in zip(group.buckets, (B1, B2, B3)):
+        assert pl.SetField(pl.REG_BACKEND, be.backend_id) in bucket.actions
+        assert bucket.actions[-1] == pl.Resubmit(pl.LEARN)
+    svc_flows = flows_of(st, pl.SERVICE)
+    syn = [f for f in svc_flows if ("tcp_flags", (pl.TCP_SYN, pl.TCP_SYN_MASK)) in f.match]
+    assert len(syn) == 1 and syn[0].actions == (pl.GroupAction(sid),)
+    not_syn = [f for f in svc_flows if f.priority == pl.PRIO_NOT_SYN]
+    assert len(not_syn) == 1 and not_syn[0].actions == ()  # never balanced mid-stream
+    learn = {f.match: f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_LEARN}
+    assert len(learn) == 3
+    f = learn[(("eth_type", 0x800), ("ip_proto", 6), ("reg0", sid), ("reg1", B1.backend_id))]
+    assert pl.SetField("ipv4_dst", "10.0.1.2") in f.actions
+    assert pl.SetField("tcp_dst", 8002) in f.actions
+    learns = [a for a in f.actions if isinstance(a, pl.Learn)]
+    assert [lr.table for lr in learns] == [pl.SESSION_FWD, pl.SESSION_REV]
+    assert all(lr.cookie == pl.session_cookie(WEB, B1)[0] for lr in learns)
+    assert learns[0].fin_idle_timeout == 5 and learns[0].idle_timeout == 300
+    # forward learned flows skip SYNs, so a SYN always re-learns through the group
+    assert ("match", 0, ("tcp_flags", 1), 1) in learns[0].specs
+    assert f.actions[-1] == pl.Output(2)
+
+
+def test_udp_has_no_syn_logic_and_uses_udp_fields() -> None:
+    st = pl.desired_state(cfg(Service(DNS, "", (Backend("10.0.1.2", 9000),))), PORTS)
+    svc_flows = flows_of(st, pl.SERVICE)
+    assert [f.priority for f in svc_flows if f.cookie != pl.cookie(pl.KIND_STATIC)] == [200]
+    learn = next(f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_LEARN)
+    assert pl.SetField("udp_dst", 9000) in learn.actions
+    lr = next(a for a in learn.actions if isinstance(a, pl.Learn))
+    assert lr.fin_idle_timeout == 0 and lr.idle_timeout == 60
+
+
+def test_weight_zero_backends_are_left_out_of_the_group() -> None:
+    svc = Service(WEB, "", (Backend("10.0.1.2", 8002, 0), Backend("10.0.1.3", 8003, 3)))
+    st = pl.desired_state(cfg(svc), PORTS)
+    assert [b.weight for b in st.groups[WEB.service_id].buckets] == [3]
+    # the drained backend keeps its learn flow (harmless) so its sessions stay valid
+    assert len([f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_LEARN]) == 2
+
+
+def test_no_usable_backend_rejects_through_the_controller() -> None:
+    for backends in ((), (Backend("10.0.1.2", 8002, 0),)):
+        st = pl.desired_state(cfg(Service(WEB, "", backends)), PORTS)
+        new = next(f for f in flows_of(st, pl.SERVICE) if f.priority == pl.PRIO_SERVICE)
+        assert new.actions == (pl.Meter(pl.PACKET_IN_METER), pl.Controller())
+        assert pl.decode_cookie(new.cookie) == (pl.KIND_REJECT, WEB.service_id, 0)
+        assert st.groups[WEB.service_id].buckets == ()
+
+
+def test_vip_flows_once_per_vip() -> None:
+    st = pl.desired_state(cfg(Service(WEB), Service(DNS)), PORTS)
+    echo = [f for f in flows_of(st, pl.CLASSIFY) if f.priority == pl.PRIO_ECHO]
+    frag = [f for f in flows_of(st, pl.CLASSIFY) if f.priority == pl.PRIO_FRAG]
+    assert len(echo) == 1 and len(frag) == 1
+    assert frag[0].actions == ()
+    assert ("ip_frag", (1, 1)) in frag[0].match
+
+
+def test_diff_of_identical_states_is_empty() -> None:
+    c = cfg(Service(WEB, "", (B1, B2)))
+    assert not pl.diff(pl.desired_state(c, PORTS), pl.desired_state(c, PORTS))
+
+
+def test_adding_a_backend_touches_only_its_flow_and_the_group() -> None:
+    old = cfg(Service(WEB, "", (B1, B2)))
+    new = cfg(Service(WEB, "", (B1, B2, B3)))
+    d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS),
+                pl.purged_sessions(old, new))
+    assert len(d.add_flows) == 1 and d.add_flows[0].table == pl.LEARN
+    assert [g.group_id for g in d.modify_groups] == [WEB.service_id]
+    assert not (d.delete_flows or d.modify_flows or d.add_groups or d.delete_groups)
+    assert d.purge_sessions == ()  # established sessions are untouched
+
+
+def test_reweight_touches_only_the_group() -> None:
+    old = cfg(Service(WEB, "", (B1, B2)))
+    new = cfg(Service(WEB, "", (B1, Backend(B2.ip, B2.port, 0))))
+    d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS),
+                pl.purged_sessions(old, new))
+    assert len(d.modify_groups) == 1 and not d.add_flows and not d.delete_flows
+    assert d.purge_sessions == ()  # draining keeps sessions
+
+
+def test_removing_a_backend_purges_exactly_its_sessions() -> None:
+    old = cfg(Service(WEB, "", (B1, B2)))
+    new = cfg(Service(WEB, "", (B1,)))
+    d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS),
+                pl.purged_sessions(old, new))
+    assert [f.table for f in d.delete_flows] == [pl.LEARN]
+    assert d.purge_sessions == (pl.session_cookie(WEB, B2),)
+
+
+def test_removing_the_last_backend_switches_to_reject() -> None:
+    old = cfg(Service(WEB, "", (B1,)))
+    new = cfg(Service(WEB, "", ()))
+    d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS))
+    assert [f.actions for f in d.modify_flows] == [(pl.Meter(1), pl.Controller())]
+
+
+def test_deleting_a_service_removes_all_it_owns() -> None:
+    old = cfg(Service(WEB, "", (B1,)), Service(DNS, "", (Backend("10.0.1.2", 9000),)))
+    new = cfg(Service(DNS, "", (Backend("10.0.1.2", 9000),)))
+    d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS),
+                pl.purged_sessions(old, new))
+    assert d.delete_groups == (WEB.service_id,)
+    assert {pl.decode_cookie(f.cookie)[1] for f in d.delete_flows} == {WEB.service_id}
+    assert d.purge_sessions == (pl.service_sessions_cookie(WEB),)
+    # the VIP still has a service: its echo/fragment flows stay
+    assert not [f for f in d.delete_flows if f.priority in (pl.PRIO_ECHO, pl.PRIO_FRAG)]
+
+
+def test_cookie_masks_separate_sessions_from_own_flows() -> None:
+    own = pl.cookie(pl.KIND_SERVICE, WEB.service_id)
+    sess = pl.session_cookie(WEB, B1)[0]
+    assert own & pl.OWN_FLOWS_MASK == pl.OWN_FLOWS_COOKIE
+    assert sess & pl.OWN_FLOWS_MASK != pl.OWN_FLOWS_COOKIE
+    ck, mask = pl.service_sessions_cookie(WEB)
+    assert sess & mask == ck
+    other = pl.session_cookie(DNS, B1)[0]
+    assert other & mask != ck
+    assert pl.decode_cookie(0x1234) is None
+
+
+def test_config_parse_then_state_is_deterministic() -> None:
+    doc = {"services": [{"vip": "13.13.13.13", "proto": "tcp", "port": 8000,
+                         "backends": [{"ip": "10.0.1.2", "port": 8002}]}]}
+    a = pl.desired_state(parse_config(doc), PORTS)
+    b = pl.desired_state(parse_config(doc), PORTS)
+    assert a == b

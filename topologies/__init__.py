@@ -1,0 +1,1 @@
+"""Lab around lbrp: Mininet topology, backend server and load generator."""

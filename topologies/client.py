@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Load generator for the lbrp lab: many independent sessions to one address.
+
+Run inside a client host::
+
+    python3 client.py --vip 13.13.13.13 --proto tcp --port 8000 --sessions 1000 \\
+        [--concurrency 20] [--timeout 2] [--src-port-base N] [--hold S]
+
+TCP session: connect, send a line, read the backend's name, close. UDP session:
+a fresh socket (new source port) per session, send one datagram, read the reply.
+Prints ONE JSON line::
+
+    {"ok": n, "failed": n, "by_backend": {"b1": n, ...}, "elapsed_s": x,
+     "connect_ms_p50": x, "connect_ms_p99": x, "errors": {"timeout": n, ...}, ...}
+
+``connect_ms_*`` is the TCP connect time, or the request/reply round trip for
+UDP (null when no session succeeded). ``errors`` counts failures by kind:
+``refused`` (TCP RST / ICMP port unreachable), ``reset``, ``timeout``,
+``unreachable``, ``empty`` (closed without a name), ``other``.
+With ``--hold S`` (TCP) each session sends ``HOLD`` and then ``PING`` every
+``--ping-interval`` seconds for S seconds; a session whose answers change
+backend counts in ``changed_backend`` and as failed. Every socket operation
+has a timeout, so the run always ends. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import math
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
+                errno.ENETDOWN}
+
+
+@dataclass
+class Result:
+    """Outcome of one session."""
+
+    ok: bool
+    backend: str = ""
+    connect_ms: float | None = None
+    error: str = ""
+    changed: bool = False
+
+
+@dataclass
+class Totals:
+    """Thread-safe accumulation of session results."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok: int = 0
+    failed: int = 0
+    changed: int = 0
+    by_backend: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    connect_ms: list[float] = field(default_factory=list)
+
+    def add(self, r: Result) -> None:
+        """Record one session."""
+        with self.lock:
+            if r.ok:
+                self.ok += 1
+                self.by_backend[r.backend] += 1
+                if r.connect_ms is not None:
+                    self.connect_ms.append(r.connect_ms)
+            else:
+                self.failed += 1
+                self.errors[r.error or "other"] += 1
+                if r.changed:
+                    self.changed += 1
+
+
+def classify(exc: BaseException) -> str:
+    """Short error kind for an exception."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return "unreachable"
+    return "other"
+
+
+def read_line(sock: socket.socket, deadline: float) -> bytes:
+    """Read up to a newline or EOF; raise TimeoutError past ``deadline``."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("reply timed out")
+        sock.settimeout(left)
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.partition(b"\n")[0]
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile, None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(pct / 100.0 * len(ordered))))
+    return round(ordered[rank - 1], 3)
+
+
+class Runner:
+    """Runs the sessions of one invocation."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.family = socket.AF_INET6 if ":" in args.vip else socket.AF_INET
+        self.message = (args.message + "\n").encode()
+        self.next_index = 0
+        self.index_lock = threading.Lock()
+        self.totals = Totals()
+
+    def _take(self) -> int | None:
+        with self.index_lock:
+            if self.next_index >= self.args.sessions:
+                return None
+            i = self.next_index
+            self.next_index += 1
+            return i
+
+    def _new_socket(self, kind: int, index: int) -> socket.socket:
+        sock = socket.socket(self.family, kind)
+        sock.settimeout(self.args.timeout)
+        src_addr = self.args.src or ""
+        if self.args.src_port_base is not None:
+            span = 65536 - self.args.src_port_base
+            port = self.args.src_port_base + index % span
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((src_addr, port))
+        elif self.args.src:
+            sock.bind((src_addr, 0))
+        return sock
+
+    def tcp_session(self, index: int) -> Result:
+        """Connect, ask, read the name, close (or hold and ping)."""
+        a = self.args
+        sock = self._new_socket(socket.SOCK_STREAM, index)
+        try:
+            t0 = time.perf_counter()
+            sock.connect((a.vip, a.port))
+            connect_ms = (time.perf_counter() - t0) * 1000.0
+            if a.hold is None:
+                sock.sendall(self.message)
+                name = read_line(sock, time.monotonic() + a.timeout)
+                if not name.strip():
+                    return Result(False, error="empty")
+                return Result(True, name.decode(errors="replace").strip(), connect_ms)
+            return self._hold(sock, connect_ms)
+        except OSError as exc:
+            return Result(False, error=classify(exc))
+        finally:
+            sock.close()
+
+    def _hold(self, sock: socket.socket, connect_ms: float) -> Result:
+        a = self.args
+        sock.sendall(b"HOLD\n")
+        end = time.monotonic() + a.hold
+        names: list[str] = []
+        while True:
+            sock.sendall(b"PING\n")
+            name = read_line(sock, time.monotonic() + a.timeout).decode(
+                errors="replace").strip()
+            if not name:
+                return Result(False, error="empty")
+            names.append(name)
+            if len(set(names)) > 1:
+                return Result(False, error="changed_backend", changed=True)
+            if time.monotonic() >= end:
+                break
+            time.sleep(min(a.ping_interval, max(0.0, end - time.monotonic())))
+        return Result(True, names[0], connect_ms)
+
+    def udp_session(self, index: int) -> Result:
+        """Fresh socket, one datagram, one reply."""
+        a = self.args
+        sock = self._new_socket(socket.SOCK_DGRAM, index)
+        try:
+            sock.connect((a.vip, a.port))
+            t0 = time.perf_counter()
+            sock.send(self.message)
+            data = sock.recv(4096)
+            rtt_ms = (time.perf_counter() - t0) * 1000.0
+            name = data.partition(b"\n")[0].decode(errors="replace").strip()
+            if not name:
+                return Result(False, error="empty")
+            return Result(True, name, rtt_ms)
+        except OSError as exc:
+            return Result(False, error=classify(exc))
+        finally:
+            sock.close()
+
+    def worker(self) -> None:
+        """Take session indices until none are left."""
+        run = self.tcp_session if self.args.proto == "tcp" else self.udp_session
+        while (i := self._take()) is not None:
+            try:
+                result = run(i)
+            except (OSError, ValueError):  # one bad session must not stop the run
+                result = Result(False, error="other")
+            self.totals.add(result)
+
+    def run(self) -> dict:
+        """Run all sessions and return the summary."""
+        a = self.args
+        n_threads = max(1, min(a.concurrency, a.sessions))
+        threads = [threading.Thread(target=self.worker, daemon=True)
+                   for _ in range(n_threads)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        tot = self.totals
+        summary: dict = {
+            "ok": tot.ok,
+            "failed": tot.failed,
+            "by_backend": dict(sorted(tot.by_backend.items())),
+            "elapsed_s": round(elapsed, 3),
+            "connect_ms_p50": percentile(tot.connect_ms, 50),
+            "connect_ms_p99": percentile(tot.connect_ms, 99),
+            "errors": dict(sorted(tot.errors.items())),
+            "sessions_per_s": round(a.sessions / elapsed, 1) if elapsed > 0 else None,
+            "proto": a.proto,
+            "vip": a.vip,
+            "port": a.port,
+            "sessions": a.sessions,
+        }
+        if a.hold is not None:
+            summary["changed_backend"] = tot.changed
+        return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vip", required=True, help="address to connect to")
+    p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds for each socket operation (default 2)")
+    p.add_argument("--src-port-base", type=int, default=None,
+                   help="bind session i to source port N+i (wraps at 65535)")
+    p.add_argument("--src", default=None, help="source address to bind")
+    p.add_argument("--message", default="HELLO", help="request line to send")
+    p.add_argument("--hold", type=float, default=None, metavar="SECONDS",
+                   help="TCP: keep each session open this long, pinging")
+    p.add_argument("--ping-interval", type=float, default=0.2)
+    args = p.parse_args(argv)
+    if args.sessions < 0 or args.concurrency < 1 or args.timeout <= 0:
+        p.error("--sessions >= 0, --concurrency >= 1 and --timeout > 0 please")
+    if args.src_port_base is not None and not 1 <= args.src_port_base <= 65535:
+        p.error("--src-port-base must be in 1..65535")
+    if args.hold is not None and args.proto != "tcp":
+        p.error("--hold is for TCP only")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run and print one JSON line."""
+    args = parse_args(argv)
+    summary = Runner(args).run()
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
