@@ -118,6 +118,8 @@ class LbrpApp(app_manager.OSKenApp):
             reply = request(dp, self.tracker, [parser.OFPPortDescStatsRequest(dp, 0)],
                             SWITCH_TIMEOUT)
             for msg in reply.replies:
+                if not isinstance(msg, parser.OFPPortDescStatsReply):
+                    continue
                 for port in msg.body:
                     name = port.name.decode() if isinstance(port.name, bytes) else port.name
                     numbers[name.rstrip("\0")] = port.port_no
@@ -158,6 +160,9 @@ class LbrpApp(app_manager.OSKenApp):
             except SwitchError as exc:
                 sw.error = str(exc)
                 LOG.error("switch %016x not programmed: %s", dp.id, exc)
+            except Exception as exc:  # noqa: BLE001 - keep serving the other switches
+                sw.error = f"internal error: {exc}"
+                LOG.exception("switch %016x not programmed", dp.id)
 
     def _setup_meter(self, dp: Any) -> None:
         parser, ofp = dp.ofproto_parser, dp.ofproto

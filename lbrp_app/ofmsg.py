@@ -88,8 +88,8 @@ def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action,
 def flow_mod(parser: ModuleType, ofp: ModuleType, flow: pl.Flow, command: int) -> Any:
     """An OFPFlowMod adding, modifying (strict) or deleting (strict) ``flow``."""
     return parser.OFPFlowMod(
-        datapath=None, cookie=flow.cookie, cookie_mask=pl.ALL_ONES if command in (
-            ofp.OFPFC_DELETE_STRICT, ofp.OFPFC_MODIFY_STRICT) else 0,
+        datapath=None, cookie=flow.cookie,
+        cookie_mask=pl.ALL_ONES if command == ofp.OFPFC_DELETE_STRICT else 0,
         table_id=flow.table, command=command, priority=flow.priority,
         buffer_id=ofp.OFP_NO_BUFFER, out_port=OFPP_ANY, out_group=OFPG_ANY,
         match=_match(parser, flow.match),

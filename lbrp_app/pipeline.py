@@ -401,7 +401,12 @@ def purged_sessions(old: Config, new: Config) -> list[tuple[int, int]]:
 def diff(old: State, new: State, purge: list[tuple[int, int]] | None = None) -> Diff:
     """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match)."""
     add = tuple(f for k, f in new.flows.items() if k not in old.flows)
-    mod = tuple(f for k, f in new.flows.items() if k in old.flows and old.flows[k] != f)
+    mod = tuple(f for k, f in new.flows.items() if k in old.flows and old.flows[k] != f
+                and old.flows[k].cookie == f.cookie)
+    # OpenFlow 1.1+ never changes a cookie on modify: a flow whose cookie changes is
+    # replaced by an add of the same match and priority (atomic on the switch).
+    add += tuple(f for k, f in new.flows.items() if k in old.flows
+                 and old.flows[k].cookie != f.cookie)
     dele = tuple(f for k, f in old.flows.items() if k not in new.flows)
     gadd = tuple(g for i, g in new.groups.items() if i not in old.groups)
     gmod = tuple(g for i, g in new.groups.items() if i in old.groups and old.groups[i] != g)

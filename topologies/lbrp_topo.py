@@ -231,6 +231,9 @@ class LbSwitch(OVSSwitch):
         """Create the bridge pointing at our own controller."""
         super().start([_ControllerRef("ctl", self.of_ip, self.of_port)])
         _quiet_root_ports(self)
+        # Reconnect within a second after a controller restart (OVS default backoff: 8 s).
+        _sh(["ovs-vsctl", "--timeout=5", "--", "set", "Controller", self.name,
+             "max_backoff=1000"])
 
 
 class PlainSwitch(OVSBridge):

@@ -1,0 +1,393 @@
+"""lbrp end to end: real ovs-vswitchd (netdev), real osken-manager, real traffic.
+
+Lab (topologies/lbrp_topo.py): clients c1, c2 -- lb0 -- r1 -- backends b1..b3
+(10.0.1.2..4), each serving TCP and UDP on 8002-8004 and answering its name.
+The tests share one lab and one controller; each test leaves the services as
+``BASE`` declares them.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lbrp_app import config as config_file
+from tests.integration.controller import Controller, wait_for
+
+pytestmark = pytest.mark.integration
+
+VIP = "13.13.13.13"
+WEB = f"/services/{VIP}/tcp/8000"
+DNS = f"/services/{VIP}/udp/8000"
+B1, B2, B3 = "10.0.1.2", "10.0.1.3", "10.0.1.4"
+BASE: dict[str, Any] = {
+    "services": [
+        {"vip": VIP, "proto": "tcp", "port": 8000, "name": "web",
+         "backends": [{"ip": B1, "port": 8002, "weight": 1}, {"ip": B2, "port": 8002, "weight": 2},
+                      {"ip": B3, "port": 8002, "weight": 1}]},
+        # same VIP and port over UDP, with its own backends (b1 and b3 only)
+        {"vip": VIP, "proto": "udp", "port": 8000, "name": "dns",
+         "backends": [{"ip": B1, "port": 8003, "weight": 1}, {"ip": B3, "port": 8003, "weight": 1}]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def env(lbrp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    net = lbrp_lab
+    cfg = tmp_path_factory.mktemp("lb") / "lbrp.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    ctl = Controller(cfg, net.of_port).start()
+    ctl.wait_programmed(net.lb_dpid)
+    net.ctl = ctl
+    yield net
+    ctl.stop()
+    assert "Traceback" not in ctl.log(), ctl.log()
+
+
+@pytest.fixture
+def lb(env: Any) -> Iterator[Any]:
+    """The lab with the BASE services; restored after the test."""
+    yield env
+    ctl: Controller = env.ctl
+    if ctl.proc is None or ctl.proc.poll() is not None:  # a test killed it: start again
+        ctl.start()
+        ctl.wait_programmed(env.lb_dpid)
+    _, services = ctl.request("GET", "/services")
+    wanted = {(s["vip"], s["proto"], s["port"]) for s in BASE["services"]}
+    for s in services:
+        if (s["vip"], s["proto"], s["port"]) not in wanted:
+            assert ctl.request("DELETE", f"/services/{s['vip']}/{s['proto']}/{s['port']}")[0] == 204
+    for s in BASE["services"]:
+        status, _ = ctl.request("PUT", f"/services/{s['vip']}/{s['proto']}/{s['port']}",
+                                {"name": s["name"], "backends": s["backends"]})
+        assert status in (200, 201)
+
+
+def client(net: Any, proto: str, sessions: int, port: int = 8000, host: int = 0,
+           vip: str = VIP, **kw: Any) -> dict[str, Any]:
+    return net.run_client(net.clients[host], vip, proto, port, sessions=sessions, **kw)
+
+
+def hold(net: Any, sessions: int, seconds: float, host: int = 0) -> subprocess.Popen[str]:
+    """Start ``sessions`` long-lived TCP sessions to the VIP in the background."""
+    from topologies.lbrp_topo import CLIENT
+
+    return net.popen_tracked(
+        net.clients[host],
+        [sys.executable, str(CLIENT), "--vip", VIP, "--proto", "tcp", "--port", "8000",
+         "--sessions", str(sessions), "--concurrency", str(sessions), "--timeout", "2",
+         "--hold", str(seconds), "--ping-interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def hold_result(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
+    import json
+
+    out, err = proc.communicate(timeout=timeout)
+    assert out.strip(), err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def flows(net: Any, table: int) -> list[str]:
+    return [ln for ln in net.lb_ofctl("dump-flows", f"table={table}").splitlines()
+            if "cookie=" in ln]
+
+
+def n_packets(line: str) -> int:
+    return int(re.search(r"n_packets=(\d+)", line).group(1))
+
+
+def shares(result: dict[str, Any]) -> dict[str, float]:
+    total = sum(result["by_backend"].values())
+    return {k: v / total for k, v in result["by_backend"].items()}
+
+
+# --- balancing ----------------------------------------------------------------------------
+
+def test_weighted_split_over_1200_tcp_sessions(lb: Any) -> None:
+    """Weights 1:2:1 -> 25/50/25 %; tolerance 5 points (dp_hash uses 16 slots: 4/8/4)."""
+    res = client(lb, "tcp", 1200, concurrency=20)
+    assert res["failed"] == 0, res
+    got = shares(res)
+    for name, want in (("b1", 0.25), ("b2", 0.5), ("b3", 0.25)):
+        assert abs(got.get(name, 0) - want) <= 0.05, (name, got)
+    # every session was pinned: both directions learned
+    assert len(flows(lb, 10)) >= 1 and len(flows(lb, 11)) >= 1
+
+
+def test_udp_service_on_same_vip_port_spreads_by_5_tuple_to_its_own_backends(lb: Any) -> None:
+    """One client, many source ports: dp_hash over the 5-tuple spreads UDP (not sym_l4)."""
+    res = client(lb, "udp", 600, concurrency=10, timeout=1)
+    assert res["ok"] >= 590, res
+    got = shares(res)
+    assert set(got) == {"b1", "b3"}, got  # b2 serves the TCP service only
+    assert abs(got["b1"] - 0.5) <= 0.1, got
+
+
+def test_udp_replies_come_from_the_vip(lb: Any, run_in: Any) -> None:
+    """A connected UDP socket only accepts replies from VIP:8000: reverse rewrite works."""
+    script = ("import socket;s=socket.socket(2,2);s.settimeout(2);"
+              f"s.connect(('{VIP}',8000));s.send(b'x');print(s.recv(100).decode().strip())")
+    out = run_in(lb.clients[1], [sys.executable, "-c", script], timeout=10)
+    assert out.stdout.strip() in ("b1", "b3"), out
+
+
+# --- ICMP and pass-through -----------------------------------------------------------------
+
+def test_ping_to_vip_is_answered_by_the_controller(lb: Any, run_in: Any) -> None:
+    before = [n_packets(ln) for ln in flows(lb, 0) if "icmp_type=8" in ln]
+    out = run_in(lb.clients[0], f"ping -c 3 -i 0.2 -W 2 -s 100 {VIP}", timeout=15)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 received" in out.stdout and f"from {VIP}" in out.stdout
+    wait_for(lambda: sum(n_packets(ln) for ln in flows(lb, 0) if "icmp_type=8" in ln)
+             - sum(before) >= 3, 10, "the echo flow's counter (stats lag the datapath)")
+
+
+def test_non_vip_traffic_arp_and_ipv6_pass_unchanged(lb: Any, run_in: Any) -> None:
+    res = client(lb, "tcp", 20, vip=B2, port=8004)  # straight to a backend
+    assert res["by_backend"] == {"b2": 20}, res
+    res = client(lb, "udp", 20, vip=B3, port=8002)
+    assert res["by_backend"] == {"b3": 20}, res
+    run_in(lb.clients[0], "ip neigh flush all")  # force ARP through lb0
+    assert run_in(lb.clients[0], f"ping -c 2 -W 2 {B1}", timeout=10).returncode == 0
+    from topologies.lbrp_topo import backend_ip6
+
+    out = run_in(lb.clients[0], f"ping -6 -c 2 -W 2 {backend_ip6(1)}", timeout=10)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
+    before = len(flows(lb, 10))
+    res = client(lb, "tcp", 3, port=9, timeout=1)
+    assert res["ok"] == 0
+    assert len(flows(lb, 10)) == before  # nothing learned, nothing balanced
+
+
+# --- run-time changes and affinity --------------------------------------------------------
+
+def test_long_lived_sessions_keep_backend_while_backends_are_added(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    proc = hold(lb, 30, 6)
+    time.sleep(2)
+    assert ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 500})[0] == 201
+    assert ctl.request("PUT", f"{WEB}/backends/{B1}/8002", {"weight": 7})[0] == 200
+    fresh = client(lb, "tcp", 100, host=1)
+    held = hold_result(proc)
+    assert held["ok"] == 30 and held["changed_backend"] == 0, held
+    # the new backend (b3:8004, weight 500 of 510) takes almost every new session
+    assert fresh["by_backend"].get("b3", 0) >= 85, fresh
+
+
+def test_weight_zero_drains(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    proc = hold(lb, 30, 5)
+    time.sleep(1.5)
+    assert ctl.request("PUT", f"{WEB}/backends/{B2}/8002", {"weight": 0})[0] == 200
+    fresh = client(lb, "tcp", 200, host=1)
+    held = hold_result(proc)
+    assert held["ok"] == 30 and held["changed_backend"] == 0, held
+    assert held["by_backend"].get("b2", 0) > 0  # some held sessions were on b2 and survived
+    assert "b2" not in fresh["by_backend"] and fresh["ok"] == 200, fresh
+
+
+def test_all_weights_zero_rejects_new_sessions(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    ctl.request("PUT", DNS, {"backends": [{"ip": B1, "port": 8003, "weight": 0}]})
+    res = client(lb, "udp", 5, timeout=1)
+    assert res["ok"] == 0 and res["errors"].get("refused") == 5, res
+
+
+def test_removing_a_backend_purges_its_sessions_only(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    proc = hold(lb, 40, 6)
+    time.sleep(2)
+    cookie = None
+    for ln in flows(lb, 30):
+        if f"set_field:{B2}->ip_dst" in ln:
+            cookie = re.search(r"cookie=0xa5([0-9a-f]+)", ln).group(1)
+    assert cookie is not None
+    session_cookie = f"cookie=0xa8{cookie}"
+    assert any(session_cookie in ln for ln in flows(lb, 10))
+    assert ctl.request("DELETE", f"{WEB}/backends/{B2}/8002")[0] == 204
+    assert not any(session_cookie in ln for ln in flows(lb, 10) + flows(lb, 11))
+    fresh = client(lb, "tcp", 200, host=1)
+    held = hold_result(proc)
+    on_b2 = held["by_backend"].get("b2", 0)
+    assert "b2" not in fresh["by_backend"] and fresh["ok"] == 200, fresh
+    # sessions pinned to b2 are cut (never re-balanced mid-stream); the others live on
+    assert held["changed_backend"] == 0, held
+    assert held["ok"] == 40 - held["failed"] and held["failed"] >= 1, held
+    assert held["ok"] >= sum(v for k, v in held["by_backend"].items() if k != "b2") - on_b2
+    time.sleep(1)  # a revalidator must not bring the purged sessions back
+    assert not any(session_cookie in ln for ln in flows(lb, 10) + flows(lb, 11))
+
+
+def test_service_without_backends_rejects_tcp_with_rst_and_udp_with_icmp(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    assert ctl.request("PUT", f"/services/{VIP}/tcp/7000", {})[0] == 201
+    assert ctl.request("PUT", f"/services/{VIP}/udp/7000", {})[0] == 201
+    t0 = time.monotonic()
+    tcp = client(lb, "tcp", 5, port=7000, timeout=3)
+    udp = client(lb, "udp", 5, port=7000, timeout=3)
+    assert tcp["errors"] == {"refused": 5}, tcp
+    assert udp["errors"] == {"refused": 5}, udp
+    assert time.monotonic() - t0 < 10  # fail fast, no timeouts
+
+
+def test_non_syn_without_session_is_dropped_not_balanced(lb: Any, run_in: Any) -> None:
+    drop = [ln for ln in flows(lb, 20) if "priority=100" in ln and "tp_dst=8000" in ln]
+    assert len(drop) == 1
+    before = n_packets(drop[0])
+    learned = len(flows(lb, 10))
+    run_in(lb.clients[0], f"hping3 -q -c 3 -i u20000 -A -s 41000 -k -p 8000 {VIP}", timeout=15)
+
+    def dropped() -> int:
+        line = next(ln for ln in flows(lb, 20) if "priority=100" in ln and "tp_dst=8000" in ln)
+        return n_packets(line) - before
+
+    wait_for(lambda: dropped() >= 3, 10, "3 packets counted by the not-SYN drop flow")
+    assert len(flows(lb, 10)) == learned
+
+
+def test_fragments_to_a_vip_are_dropped_and_counted(lb: Any, run_in: Any) -> None:
+    frag = [ln for ln in flows(lb, 0) if "nw_frag=yes" in ln]
+    before = n_packets(frag[0])
+    out = run_in(lb.clients[0], f"ping -c 2 -W 1 -s 3000 {VIP}", timeout=10)
+    assert "0 received" in out.stdout
+    # 2 datagrams x 3 fragments each
+    wait_for(lambda: n_packets(next(ln for ln in flows(lb, 0) if "nw_frag=yes" in ln))
+             - before >= 6, 10, "6 fragments counted by the fragment drop flow")
+
+
+# --- REST input, persistence, restart -----------------------------------------------------
+
+def test_bad_rest_input_is_refused_and_changes_nothing(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    flows_before = {t: sorted(re.sub(r"duration=[^,]+, |n_packets=\d+, |n_bytes=\d+, |"
+                                     r"idle_age=\d+, ", "", ln) for ln in flows(lb, t))
+                    for t in (0, 20, 30)}
+    file_before = ctl.config_path.read_text()
+    bad = [
+        ("PUT", f"/services/{VIP}/tcp/8000", {"backends": [{"ip": "10.0.1", "port": 1}]}),
+        ("PUT", f"/services/{VIP}/tcp/8000", {"backends": [{"ip": B1, "port": 0}]}),
+        ("PUT", f"/services/{VIP}/tcp/8000", {"backends": [{"ip": B1, "port": 1, "weight": -1}]}),
+        ("PUT", f"/services/{VIP}/sctp/8000", {}),
+        ("PUT", f"/services/{VIP}/tcp/8000", {"unknown": 1}),
+        ("PUT", f"/services/{VIP}/tcp/8000/backends/{B1}/8002", {"weight": 65536}),
+        ("PUT", f"/services/{VIP}/tcp/8000/backends/{B1}/8002", {"weight": "heavy"}),
+    ]
+    for method, path, body in bad:
+        status, out = ctl.request(method, path, body)
+        assert status == 400 and out["error"], (path, body, status, out)
+    status, out = ctl.request("PUT", f"/services/{VIP}/tcp/8000", raw=b"{oops")
+    assert status == 400
+    assert ctl.request("PUT", "/services/1.2.3.4/tcp/1/backends/10.0.0.1/1", {})[0] == 404
+    flows_after = {t: sorted(re.sub(r"duration=[^,]+, |n_packets=\d+, |n_bytes=\d+, |"
+                                    r"idle_age=\d+, ", "", ln) for ln in flows(lb, t))
+                   for t in (0, 20, 30)}
+    assert flows_after == flows_before
+    assert ctl.config_path.read_text() == file_before
+
+
+def test_failed_save_is_503_and_rolled_back_on_the_switch(lb: Any,
+                                                          tmp_path: Path) -> None:
+    """The file cannot be written: the change is undone on the switch and not kept."""
+    ctl: Controller = lb.ctl
+    groups_before = lb.lb_ofctl("dump-groups")
+    services_before = ctl.request("GET", "/services")[1]
+    folder = ctl.config_path.parent
+    hidden = folder.with_name(folder.name + ".moved")
+    folder.rename(hidden)
+    folder.write_text("a file where the config folder was")
+    try:
+        status, out = ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 9})
+        assert status == 503 and "save" in out["error"], out
+    finally:
+        folder.unlink()
+        hidden.rename(folder)
+    assert lb.lb_ofctl("dump-groups") == groups_before
+    assert ctl.request("GET", "/services")[1] == services_before
+
+
+def test_kill_9_restart_keeps_sessions_and_acknowledged_config(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    assert ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 3})[0] == 201
+    acknowledged = ctl.request("GET", "/services")[1]
+    proc = hold(lb, 50, 8)
+    time.sleep(2)
+    ctl.stop(kill=True)
+    ctl.start()
+    t0 = time.monotonic()
+    ctl.wait_programmed(lb.lb_dpid, timeout=30)
+    reconnect_s = time.monotonic() - t0
+    held = hold_result(proc)
+    assert held["ok"] == 50 and held["changed_backend"] == 0, held
+    assert ctl.request("GET", "/services")[1] == acknowledged
+    assert config_file.load(ctl.config_path).sorted_services() == \
+        config_file.load(ctl.config_path).sorted_services()
+    fresh = client(lb, "tcp", 50)
+    assert fresh["ok"] == 50, fresh
+    print(f"controller restart: switch reprogrammed {reconnect_s:.2f} s after the REST API")
+
+
+def test_frontend_and_backend_ports_by_interface_name(lb: Any, tmp_path: Path) -> None:
+    ctl: Controller = lb.ctl
+    names = {int(m.group(1)): m.group(2) for m in re.finditer(
+        r"^\s*(\d+)\((\S+)\):", lb.lb_ofctl("show"), re.MULTILINE)}
+    doc = yaml.safe_load(ctl.config_path.read_text())
+    doc["frontend_port"], doc["backend_port"] = names[1], names[2]
+    ctl.stop()
+    ctl.config_path.write_text(yaml.safe_dump(doc))
+    try:
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+        _, health = ctl.request("GET", "/health")
+        sw = health["switches"][0]
+        assert (sw["frontend_port"], sw["backend_port"]) == (1, 2)
+        assert client(lb, "tcp", 30)["ok"] == 30
+    finally:
+        ctl.stop()
+        doc["frontend_port"], doc["backend_port"] = 1, 2
+        ctl.config_path.write_text(yaml.safe_dump(doc))
+
+
+def test_every_bridge_that_connects_gets_the_full_configuration(lb: Any) -> None:
+    ctl: Controller = lb.ctl
+    br = "lbrpx0"  # our own extra bridge, removed below
+    subprocess.run(["ovs-vsctl", "--if-exists", "del-br", br], check=True)
+    subprocess.run(["ovs-vsctl", "add-br", br, "--", "set", "bridge", br,
+                    "datapath_type=netdev", "fail_mode=secure",
+                    "protocols=OpenFlow13,OpenFlow15", "other_config:datapath-id=00000000000000ee",
+                    "--", "set-controller", br, f"tcp:127.0.0.1:{lb.of_port}"], check=True)
+    try:
+        ctl.wait_programmed("00000000000000ee", timeout=30)
+        assert ctl.programmed(lb.lb_dpid)
+        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow15", "dump-groups", br],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.count("type=select") == 2
+        # a change reaches both bridges
+        assert ctl.request("PUT", f"/services/{VIP}/tcp/7100", {})[0] == 201
+        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow15", "dump-groups", br],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.count("type=select") == 3
+    finally:
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", br], check=True)
+    wait_for(lambda: not ctl.programmed("00000000000000ee"), 30, "the extra bridge to go")
+
+
+def test_session_bound_is_applied_through_ovsdb(lb: Any) -> None:
+    out = subprocess.run(["ovs-vsctl", "--columns=flow_limit,overflow_policy", "list",
+                          "Flow_Table"], capture_output=True, text=True, check=True).stdout
+    assert "200000" in out and "evict" in out, out
+    tables = subprocess.run(["ovs-vsctl", "get", "Bridge", "lb0", "flow_tables"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "10=" in tables and "11=" in tables
