@@ -160,7 +160,7 @@ class LbrpApp(app_manager.OSKenApp):
             except SwitchError as exc:
                 sw.error = str(exc)
                 LOG.error("switch %016x not programmed: %s", dp.id, exc)
-            except Exception as exc:  # noqa: BLE001 - keep serving the other switches
+            except Exception as exc:  # keep serving the other switches
                 sw.error = f"internal error: {exc}"
                 LOG.exception("switch %016x not programmed", dp.id)
 
