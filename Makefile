@@ -47,7 +47,7 @@ ovs:
 	@ovs-vsctl --timeout=10 show >/dev/null
 
 # pytest exit code 5 = no tests collected: a failure here
-test: install
+test: install lint
 	@rc=0; $(PYTEST) -q tests || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$rc

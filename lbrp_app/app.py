@@ -30,6 +30,8 @@ from lbrp_app import config as config_file
 from lbrp_app import ofmsg, ovsdb, packets
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
+from lbrp_app.stats import Reading, StatsBook
+from lbrp_app.stats import fold_reply as stats_fold
 from lbrp_app.switch import SwitchError, XidTracker, commit, describe_error, request
 
 LOG = logging.getLogger("lbrp.app")
@@ -52,15 +54,6 @@ class Switch:
     error: str | None = None
 
 
-@dataclass
-class Counters:
-    """Counters kept by the controller itself (the switch has the rest)."""
-
-    echo_replies: int = 0
-    rejects: dict[str, int] = field(default_factory=dict)
-    ignored_packet_ins: int = 0
-
-
 class LbrpApp(app_manager.OSKenApp):
     """Reverse-proxy L4 load balancer controller."""
 
@@ -78,7 +71,8 @@ class LbrpApp(app_manager.OSKenApp):
         self.switches: dict[int, Switch] = {}
         self.tracker = XidTracker()
         self.lock = hub.Semaphore(1)
-        self.counters = Counters()
+        self.stats = StatsBook()
+        self.last_reconcile: float | None = None
         self.rest_server: Any = None
         LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
 
@@ -87,6 +81,7 @@ class LbrpApp(app_manager.OSKenApp):
         from lbrp_app.rest import serve
 
         self.rest_server = serve(self)
+        hub.spawn(self._poll_loop)
         return thread
 
     # --- switch lifecycle -------------------------------------------------------------
@@ -108,6 +103,7 @@ class LbrpApp(app_manager.OSKenApp):
         if sw is not None and sw.dp is dp:
             del self.switches[dp.id]
             self.tracker.disconnect(dp.id)
+            self.stats.forget_switch(dp.id)
             LOG.info("switch %016x disconnected", dp.id)
 
     def _resolve_ports(self, dp: Any) -> pl.Ports:
@@ -155,6 +151,7 @@ class LbrpApp(app_manager.OSKenApp):
                     dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
                 sw.programmed = True
                 sw.error = None
+                self.last_reconcile = time.time()
                 LOG.info("switch %016x programmed: %d flows, %d groups in %.3f s", dp.id,
                          len(state.flows), len(state.groups), time.monotonic() - t0)
             except SwitchError as exc:
@@ -175,6 +172,11 @@ class LbrpApp(app_manager.OSKenApp):
             if errors:
                 raise SwitchError(f"meter refused: {describe_error(errors[0])}")
 
+    def stats_snapshot(self) -> dict[str, Any]:
+        """The counters document of ``GET /lbrp/v1/stats``."""
+        return self.stats.snapshot(self.config, len(self.programmed_switches()),
+                                   self.last_reconcile, connected=len(self.switches))
+
     def programmed_switches(self) -> list[Switch]:
         return [sw for _, sw in sorted(self.switches.items()) if sw.programmed]
 
@@ -190,10 +192,49 @@ class LbrpApp(app_manager.OSKenApp):
     def _barrier(self, ev: Any) -> None:
         self.tracker.reply(ev.msg.datapath.id, ev.msg.xid, ev.msg)
 
-    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
-    def _port_desc(self, ev: Any) -> None:
+    @set_ev_cls([ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
+                 ofp_event.EventOFPGroupStatsReply, ofp_event.EventOFPMeterStatsReply],
+                MAIN_DISPATCHER)
+    def _multipart(self, ev: Any) -> None:
         msg = ev.msg
         self.tracker.reply(msg.datapath.id, msg.xid, msg, more=bool(msg.flags & 1))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def _flow_removed(self, ev: Any) -> None:
+        msg = ev.msg
+        self.stats.on_flow_removed(msg.datapath.id, msg.cookie, msg.table_id,
+                                   msg.stats.get("packet_count", 0),
+                                   msg.stats.get("byte_count", 0))
+
+    # --- counters ----------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        while True:
+            interval = self.config.settings.stats_interval
+            hub.sleep(interval or 5)
+            if interval:
+                self.poll_stats()
+
+    def poll_stats(self) -> None:
+        """Read counters from every programmed switch into the stats book."""
+        cfg = self.config
+        for sw in self.programmed_switches():
+            try:
+                self.stats.on_reading(sw.dp.id, self._read_counters(sw.dp, cfg), time.time())
+            except SwitchError as exc:
+                LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
+
+    def _read_counters(self, dp: Any, cfg: Config) -> Reading:
+        keyed = ofmsg.counter_requests(dp.ofproto_parser, dp.ofproto, cfg)
+        keys = [k for k, _ in keyed]
+        reading = Reading()
+
+        def on_reply(msg: Any, i: int) -> None:
+            if i < len(keys):  # not the barrier
+                stats_fold(self.stats, dp.id, reading, keys[i], msg, cfg)
+
+        request(dp, self.tracker, [m for _, m in keyed], SWITCH_TIMEOUT, on_reply)
+        return reading
 
     # --- changes -----------------------------------------------------------------------
 
@@ -250,18 +291,17 @@ class LbrpApp(app_manager.OSKenApp):
         reply = None
         if sw is not None and sw.ports is not None and decoded is not None:
             kind = decoded[0]
+            counters = self.stats.counters
             if kind == pl.KIND_VIP:
                 reply = packets.echo_reply(msg.data, set(self.config.vips()))
                 if reply is not None:
-                    self.counters.echo_replies += 1
+                    counters.echo_replies += 1
             elif kind == pl.KIND_REJECT:
                 reply = packets.reject(msg.data)
                 if reply is not None:
-                    svc = next((str(k) for k in self.config.services
-                                if k.service_id == decoded[1]), "unknown")
-                    self.counters.rejects[svc] = self.counters.rejects.get(svc, 0) + 1
+                    counters.rejects[decoded[1]] = counters.rejects.get(decoded[1], 0) + 1
         if reply is None:
-            self.counters.ignored_packet_ins += 1
+            self.stats.counters.ignored_packet_ins += 1
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto
         in_port = msg.match.get("in_port", sw.ports.frontend)

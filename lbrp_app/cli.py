@@ -9,6 +9,7 @@ Examples::
     lbrpctl backend del 13.13.13.13:tcp:8000 10.0.1.3:8003
     lbrpctl service del 13.13.13.13:tcp:8000
     lbrpctl health --json
+    lbrpctl stats
 
 The endpoint is ``--url`` or ``LBRP_URL`` (default http://127.0.0.1:8080);
 the token is ``--token`` or ``LBRP_REST_TOKEN``.
@@ -120,6 +121,24 @@ def format_services(services: list[dict[str, Any]]) -> str:
     return table(rows, ["SERVICE / BACKEND", "NAME", "WEIGHT", "SHARE"])
 
 
+def format_stats(doc: dict[str, Any]) -> str:
+    """A table in the manner of ``ipvsadm -L --stats``."""
+    cols = ["new_sessions", "active_sessions", "packets_in", "packets_out", "bytes_in",
+            "bytes_out"]
+    rows: list[list[str]] = []
+    for s in doc["services"]:
+        rows.append([f"{s['proto'].upper()}  {s['vip']}:{s['port']}",
+                     *(str(s[c]) for c in cols), str(s["rejected_sessions"])])
+        rows += [[f"  -> {b['ip']}:{b['port']}", *(str(b[c]) for c in cols), ""]
+                 for b in s["backends"]]
+    text = table(rows, ["Prot LocalAddress:Port", "Conns", "Active", "InPkts", "OutPkts",
+                        "InBytes", "OutBytes", "Rejected"])
+    ctl = doc["controller"]
+    return (f"{text}\nswitches programmed: {ctl['switches_programmed']}, echo replies: "
+            f"{ctl['echo_replies']}, packet-ins dropped by meter: "
+            f"{ctl['packet_ins_dropped_by_meter']}")
+
+
 def run(args: argparse.Namespace, out: Any) -> int:
     client = Client(args.url, args.token)
     result: Any = None
@@ -130,6 +149,9 @@ def run(args: argparse.Namespace, out: Any) -> int:
                  str(s.get("backend_port"))] for s in result["switches"]]
         text = f"status: {result['status']}\n" + table(
             rows, ["DPID", "BRIDGE", "FRONTEND", "BACKEND"])
+    elif args.cmd == "stats":
+        _, result = client.call("GET", "/stats")
+        text = format_stats(result)
     elif args.cmd == "service":
         if args.action == "show":
             if args.service:
@@ -194,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("health", help="switches programmed by the controller")
+    sub.add_parser("stats", help="counters per service and backend (like ipvsadm -L --stats)")
     svc = sub.add_parser("service", help="virtual services").add_subparsers(
         dest="action", required=True)
     show = svc.add_parser("show", help="list services (or one)")

@@ -153,6 +153,7 @@ class Settings:
     max_sessions: int = 200_000
     packet_in_rate: int = 200
     packet_in_burst: int = 50
+    stats_interval: int = 10
     session_pinning: str = "learn"
 
 
@@ -163,6 +164,7 @@ SETTING_LIMITS: dict[str, tuple[int, int]] = {
     "max_sessions": (100, 10_000_000),
     "packet_in_rate": (1, 100_000),
     "packet_in_burst": (1, 100_000),
+    "stats_interval": (0, 3600),
 }
 
 

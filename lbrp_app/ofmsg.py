@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from lbrp_app import pipeline as pl
+from lbrp_app.model import Config
 
 NTR_VENDOR_ID = 0x0000154D
 NTRT_SELECTION_METHOD = 1
@@ -20,6 +21,7 @@ OFPTT_ALL = 0xFF
 OFPP_ANY = 0xFFFFFFFF
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPG_ANY = 0xFFFFFFFF
+NX_LEARN_F_SEND_FLOW_REM = 1 << 0
 
 
 class SelectionMethodProp:
@@ -55,6 +57,7 @@ def _learn(parser: ModuleType, ofp: ModuleType, a: pl.Learn) -> Any:
             specs.append(parser.NXFlowSpecOutput(src=src, dst="", n_bits=n_bits))
     return parser.NXActionLearn(table_id=a.table, specs=specs, idle_timeout=a.idle_timeout,
                                 priority=a.priority, cookie=a.cookie,
+                                flags=NX_LEARN_F_SEND_FLOW_REM if a.send_flow_removed else 0,
                                 fin_idle_timeout=a.fin_idle_timeout)
 
 
@@ -108,10 +111,11 @@ def delete_by_cookie(parser: ModuleType, ofp: ModuleType, ck: int, mask: int,
 def group_mod(parser: ModuleType, ofp: ModuleType, group: pl.Group, command: int) -> Any:
     """An OFPGroupMod for a select group with 5-tuple dp_hash selection."""
     buckets = [
-        parser.OFPBucket(bucket_id=i, actions=_instructions(parser, ofp, b.actions)[0].actions,
+        parser.OFPBucket(bucket_id=b.bucket_id,
+                         actions=_instructions(parser, ofp, b.actions)[0].actions,
                          properties=[parser.OFPGroupBucketPropWeight(
                              type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
-        for i, b in enumerate(group.buckets)]
+        for b in group.buckets]
     return parser.OFPGroupMod(datapath=None, command=command, type_=ofp.OFPGT_SELECT,
                               group_id=group.group_id, command_bucket_id=ofp.OFPG_BUCKET_ALL,
                               buckets=buckets, properties=[SelectionMethodProp()])
@@ -155,3 +159,34 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_ADD) for f in state.flows.values()]
     return msgs
 
+
+
+def counter_requests(parser: ModuleType, ofp: ModuleType, cfg: Config) -> list[tuple[Any, Any]]:
+    """The stats requests of one counter poll, each with the key its reply is filed under.
+
+    Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
+    per backend and session table, per service classifier, per drop flow; then group and
+    meter stats.
+    """
+    out: list[tuple[Any, Any]] = []
+
+    def aggregate(key: tuple[str, Any], table: int, ck: int) -> None:
+        out.append((key, parser.OFPAggregateStatsRequest(
+            None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, ck, pl.ALL_ONES, parser.OFPMatch())))
+
+    for svc in cfg.sorted_services():
+        sid = svc.key.service_id
+        for be in svc.backends:
+            ck = pl.cookie(pl.KIND_SESSION, sid, be.backend_id)
+            for table in pl.SESSION_TABLES:
+                aggregate(("session", (sid, be.backend_id, table)), table, ck)
+        aggregate(("service_in", sid), pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
+        if svc.key.proto == "tcp":
+            ck = pl.cookie(pl.KIND_NOT_SYN, sid)
+            aggregate(("drop", ck), pl.SERVICE, ck)
+    for vip in cfg.vips():
+        ck = pl.vip_cookie(pl.KIND_FRAG, vip)
+        aggregate(("drop", ck), pl.CLASSIFY, ck)
+    out.append((("groups", None), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)))
+    out.append((("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)))
+    return out

@@ -53,8 +53,10 @@ Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
 output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) |
 backend id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so
-all the app's own non-session flows are ``cookie=0xA0../0xF8..``. Meter 1 limits
-packet-ins (ICMP echo and rejects).
+all the app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static,
+2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow), 6 fragment drop,
+7 not-SYN drop, 8 learned session. Bucket ids are backend ids, so bucket
+counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ KIND_VIP = 0x2
 KIND_SERVICE = 0x3
 KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
+KIND_FRAG = 0x6
+KIND_NOT_SYN = 0x7
 KIND_SESSION = 0x8
 OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
 OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
@@ -113,6 +117,11 @@ TCP_SYN_MASK = 0x017  # FIN | SYN | RST | ACK
 def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
     """The cookie of a flow of ``kind`` for object ``obj`` (service id or VIP) and backend."""
     return (COOKIE_TAG << 60) | (kind << 56) | ((obj & 0xFFFFFFFF) << 24) | (backend & 0xFFFFFF)
+
+
+def vip_cookie(kind: int, vip: str) -> int:
+    """The cookie of a per-VIP flow."""
+    return cookie(kind, int(ipaddress.IPv4Address(vip)))
 
 
 def decode_cookie(value: int) -> tuple[int, int, int] | None:
@@ -190,6 +199,7 @@ class Learn:
     fin_idle_timeout: int
     cookie: int
     specs: tuple[tuple[str, Any, Any, int], ...]
+    send_flow_removed: bool = False
 
 
 Action = Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
@@ -213,6 +223,7 @@ class Flow:
 
 @dataclass(frozen=True)
 class Bucket:
+    bucket_id: int  # the backend id: bucket counters stay with their backend
     weight: int
     actions: tuple[Action, ...]
 
@@ -259,10 +270,11 @@ def static_flows(p: Ports) -> list[Flow]:
 
 def vip_flows(vip: str, p: Ports) -> list[Flow]:
     """Fragment drop and ICMP echo to the controller for one VIP."""
-    ck = cookie(KIND_VIP, int(ipaddress.IPv4Address(vip)))
+    ck = vip_cookie(KIND_VIP, vip)
     base: Match = (("in_port", p.frontend), ("eth_type", ETH_IP))
     return [
-        _flow(CLASSIFY, PRIO_FRAG, base + (("ipv4_dst", vip), ("ip_frag", (1, 1))), (), ck),
+        _flow(CLASSIFY, PRIO_FRAG, base + (("ipv4_dst", vip), ("ip_frag", (1, 1))), (),
+              vip_cookie(KIND_FRAG, vip)),
         _flow(CLASSIFY, PRIO_ECHO,
               base + (("ip_proto", ICMP), ("ipv4_dst", vip), ("icmpv4_type", 8),
                       ("icmpv4_code", 0)),
@@ -291,7 +303,7 @@ def service_flows(svc: Service, p: Ports) -> list[Flow]:
         flows.append(_flow(SERVICE, PRIO_SERVICE, new_session,
                            (Meter(PACKET_IN_METER), Controller()), cookie(KIND_REJECT, sid)))
     if key.proto == "tcp":
-        flows.append(_flow(SERVICE, PRIO_NOT_SYN, l4, (), ck))
+        flows.append(_flow(SERVICE, PRIO_NOT_SYN, l4, (), cookie(KIND_NOT_SYN, sid)))
     return flows
 
 
@@ -306,6 +318,7 @@ def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
     idle = s.tcp_idle_timeout if key.proto == "tcp" else s.udp_idle_timeout
     fin = s.tcp_fin_timeout if key.proto == "tcp" else 0
     ck = cookie(KIND_SESSION, key.service_id, be.backend_id)
+    counted = s.stats_interval > 0  # flow-removed keeps expired sessions in the totals
     fwd_specs: list[tuple[str, Any, Any, int]] = [
         ("match", ETH_IP, ("eth_type", 0), 16),
         ("match", proto, ("ip_proto", 0), 8),
@@ -336,8 +349,8 @@ def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
         SetField(REG_OUT_PORT, p.backend),
         SetField("ipv4_dst", be.ip),
         SetField(dst, be.port),
-        Learn(SESSION_FWD, PRIO_SESSION, idle, fin, ck, tuple(fwd_specs)),
-        Learn(SESSION_REV, PRIO_SESSION, idle, fin, ck, rev_specs),
+        Learn(SESSION_FWD, PRIO_SESSION, idle, fin, ck, tuple(fwd_specs), counted),
+        Learn(SESSION_REV, PRIO_SESSION, idle, fin, ck, rev_specs, counted),
         Output(p.backend),
     )
     match: Match = (("eth_type", ETH_IP), ("ip_proto", proto),
@@ -350,7 +363,7 @@ def service_group(svc: Service) -> Group:
     """The select group of a service: one weighted bucket per backend of weight > 0."""
     key = svc.key
     buckets = tuple(
-        Bucket(be.weight, (SetField(REG_SERVICE, key.service_id),
+        Bucket(be.backend_id, be.weight, (SetField(REG_SERVICE, key.service_id),
                            SetField(REG_BACKEND, be.backend_id), Resubmit(LEARN)))
         for be in svc.active_backends)
     return Group(key.service_id, buckets)

@@ -100,6 +100,8 @@ class RestApi:
             (re.compile(rf"^{BASE}/health$"), {"GET": self.health}),
             (re.compile(rf"^{BASE}/openapi.json$"), {"GET": self.openapi_doc}),
             (re.compile(rf"^{BASE}/services$"), {"GET": self.list_services}),
+            (re.compile(rf"^{BASE}/stats$"), {"GET": self.get_stats}),
+            (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
             (re.compile(rf"^{svc}$"), {"GET": self.get_service, "PUT": self.put_service,
                                        "DELETE": self.delete_service}),
             (re.compile(rf"^{svc}/backends/{seg}/{seg}$"),
@@ -154,6 +156,17 @@ class RestApi:
                      "backend_port": sw.ports.backend if sw.ports else None}
                     for dpid, sw in sorted(self.app.switches.items()) if sw.programmed]
         return _json(200, {"status": "ok", "switches": switches})
+
+    def get_stats(self, req: Request) -> Response:
+        return _json(200, self.app.stats_snapshot())
+
+    def get_metrics(self, req: Request) -> Response:
+        from lbrp_app.metrics import render
+
+        resp = Response(status=200, content_type="text/plain", charset="utf-8")
+        resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        resp.body = render(self.app.stats_snapshot())
+        return resp
 
     def list_services(self, req: Request) -> Response:
         return _json(200, [s.to_dict() for s in self.app.config.sorted_services()])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from os_ken.lib import hub
@@ -29,6 +30,10 @@ class Waiter:
         self.event = hub.Event()
         self.errors: list[Any] = []
         self.replies: list[Any] = []
+        self.sent: dict[int, int] = {}  # xid -> position of the message in the request
+        # called in the event loop as each reply arrives (with its request's position),
+        # in order with the switch's other messages
+        self.on_reply: Callable[[Any, int], None] | None = None
 
 
 class XidTracker:
@@ -60,6 +65,8 @@ class XidTracker:
         if waiter is None:
             return False
         waiter.replies.append(msg)
+        if waiter.on_reply is not None and xid in waiter.sent:
+            waiter.on_reply(msg, waiter.sent[xid])
         if not more and (dpid, xid) in self._final:
             waiter.event.set()
         return True
@@ -76,14 +83,21 @@ def _send(dp: Any, tracker: XidTracker, waiter: Waiter, msg: Any, xids: list[int
     msg.datapath = dp
     dp.set_xid(msg)
     tracker.own(dp.id, msg.xid, waiter, final)
+    waiter.sent[msg.xid] = len(xids)
     xids.append(msg.xid)
     if not dp.send_msg(msg):
         raise SwitchError("switch connection is closed")
 
 
-def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> Waiter:
-    """Send ``msgs`` then a barrier; wait for the barrier (or a stats reply chain)."""
+def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
+            on_reply: Callable[[Any, int], None] | None = None) -> Waiter:
+    """Send ``msgs`` then a barrier; wait for the barrier reply.
+
+    ``on_reply`` sees each reply in the event loop, in order with the switch's other
+    messages (e.g. flow-removed), before the barrier wakes the caller.
+    """
     waiter = Waiter()
+    waiter.on_reply = on_reply
     xids: list[int] = []
     try:
         for m in msgs:

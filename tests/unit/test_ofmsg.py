@@ -45,13 +45,14 @@ def test_every_message_of_a_full_state_serialises() -> None:
 
 
 def test_group_mod_has_weighted_buckets_and_selection_method() -> None:
-    g = pl.Group(42, (pl.Bucket(5, (pl.SetField("reg0", 1), pl.Resubmit(30))),))
+    g = pl.Group(42, (pl.Bucket(77, 5, (pl.SetField("reg0", 1), pl.Resubmit(30))),))
     m = ofmsg.group_mod(parser, ofp, g, ofp.OFPGC_ADD)
     raw = serialize(m)
     assert b"dp_hash" in raw
     back = parser.OFPGroupMod.parser(DP, ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD, len(raw), 7, raw)
     assert back.group_id == 42
     assert back.buckets[0].properties[0].weight == 5
+    assert back.buckets[0].bucket_id == 77  # the backend id
 
 
 def test_match_keeps_prerequisite_order() -> None:

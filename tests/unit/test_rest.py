@@ -174,6 +174,7 @@ def test_openapi_document_is_served_and_lists_every_route(api: tuple[RestApi, Fa
     status, doc = call(rest, "GET", f"{BASE}/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
-        f"{BASE}/health", f"{BASE}/openapi.json", f"{BASE}/services",
+        f"{BASE}/health", f"{BASE}/openapi.json", f"{BASE}/services", f"{BASE}/stats",
+        "/metrics",
         f"{BASE}/services/{{vip}}/{{proto}}/{{port}}",
         f"{BASE}/services/{{vip}}/{{proto}}/{{port}}/backends/{{ip}}/{{bport}}"}

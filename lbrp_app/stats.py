@@ -1,0 +1,219 @@
+"""Counters per service and backend, from switch readings and controller events.
+
+Pure: the app feeds readings (aggregate flow stats per session cookie, group
+bucket stats, drop-flow stats, meter stats), flow-removed messages of learned
+sessions and its own counters; :class:`StatsBook` turns them into monotonic
+totals and the JSON served at ``/lbrp/v1/stats``. Time is passed in.
+
+Exact: new sessions (group bucket hits; a retransmitted SYN counts again),
+active sessions, packets and bytes out (replies through the learned reverse
+flows) and a service's packets and bytes in (its classifier flow sees every
+client packet). A backend's packets and bytes in are the bucket hits plus its
+learned forward flows and may over-count at first: when OVS revalidates a
+megaflow that carried several sessions' first packets, it credits the packets
+since the last revalidation to the session learned from it.
+
+Switch counters reset when a flow or group is replaced (reconnect, changes):
+:class:`Monotonic` keeps running totals across resets. Learned session flows
+take their counts with them when they expire, so their flow-removed messages
+(learn's ``send_flow_rem`` flag) are added to the totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbrp_app import pipeline as pl
+from lbrp_app.model import Config
+
+
+class Monotonic:
+    """Running totals of counters that may drop back to zero."""
+
+    def __init__(self) -> None:
+        self._base: dict[Any, int] = {}
+        self._last: dict[Any, int] = {}
+
+    def update(self, key: Any, raw: int) -> int:
+        last = self._last.get(key, 0)
+        if raw < last:
+            self._base[key] = self._base.get(key, 0) + last
+        self._last[key] = raw
+        return self._base.get(key, 0) + raw
+
+    def total(self, key: Any) -> int:
+        return self._base.get(key, 0) + self._last.get(key, 0)
+
+
+@dataclass
+class Reading:
+    """Raw counters read from one switch in one poll."""
+
+    # (service id, backend id, session table) -> (live flows, packets, bytes); packets and
+    # bytes include the switch's sessions that already expired (see StatsBook.session_total)
+    sessions: dict[tuple[int, int, int], tuple[int, int, int]] = field(default_factory=dict)
+    # (group id, bucket id) -> (packets, bytes): first packets of new sessions per backend
+    buckets: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    # cookie of a drop flow (fragments per VIP, not-SYN per service) -> packets
+    drops: dict[int, int] = field(default_factory=dict)
+    # service id -> (packets, bytes) of its classifier flow: every client packet to it
+    service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
+    meter_dropped: int = 0
+
+
+@dataclass
+class ControllerCounters:
+    """What the controller counts itself."""
+
+    echo_replies: int = 0
+    rejects: dict[int, int] = field(default_factory=dict)  # service id -> sessions
+    ignored_packet_ins: int = 0
+
+
+class StatsBook:
+    """Accumulates readings and events into the totals served to operators."""
+
+    def __init__(self) -> None:
+        self.mono = Monotonic()
+        self.removed: dict[tuple[int, int, int, int], list[int]] = {}
+        self.active: dict[int, dict[tuple[int, int], int]] = {}
+        self.polled_at: float | None = None
+        self.counters = ControllerCounters()
+
+    def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
+                        nbytes: int) -> None:
+        """A learned session flow expired or was purged: keep its counts."""
+        decoded = pl.decode_cookie(cookie)
+        if decoded is None or decoded[0] != pl.KIND_SESSION:
+            return
+        acc = self.removed.setdefault((dpid, decoded[1], decoded[2], table), [0, 0])
+        acc[0] += packets
+        acc[1] += nbytes
+
+    def session_total(self, dpid: int, key: tuple[int, int, int], flows: int, packets: int,
+                      nbytes: int) -> tuple[int, int, int]:
+        """Live counts of a session cookie plus those of its expired flows.
+
+        Call it when the aggregate reply is handled, in order with the switch's
+        flow-removed messages: a flow removed before the reply was generated is in
+        ``removed`` and not in the reply; one removed after, the other way round.
+        """
+        rp, rb = self.removed.get((dpid, *key), (0, 0))
+        return flows, packets + rp, nbytes + rb
+
+    def on_reading(self, dpid: int, reading: Reading, now: float) -> None:
+        active: dict[tuple[int, int], int] = {}
+        for (sid, bid, table), (flows, packets, nbytes) in reading.sessions.items():
+            self.mono.update((dpid, "sp", (sid, bid, table)), packets)
+            self.mono.update((dpid, "sb", (sid, bid, table)), nbytes)
+            if table == pl.SESSION_FWD:
+                active[(sid, bid)] = flows
+        self.active[dpid] = active
+        for key, (packets, nbytes) in reading.buckets.items():
+            self.mono.update((dpid, "bucket", key), packets)
+            self.mono.update((dpid, "bucket_bytes", key), nbytes)
+        for ck, packets in reading.drops.items():
+            self.mono.update((dpid, "drop", ck), packets)
+        for sid, (packets, nbytes) in reading.service_in.items():
+            self.mono.update((dpid, "svc_in", sid), packets)
+            self.mono.update((dpid, "svc_in_bytes", sid), nbytes)
+        self.mono.update((dpid, "meter"), reading.meter_dropped)
+        self.polled_at = now
+
+    def forget_switch(self, dpid: int) -> None:
+        """A switch went away: its sessions are no longer active here (totals are kept)."""
+        self.active.pop(dpid, None)
+
+    def _session_counts(self, sid: int, bid: int) -> dict[str, int]:
+        """Per backend: the first packet of a session crosses the group bucket, the rest
+        the learned flows (forward = in, reverse = out)."""
+        dpids = self._dpids()
+
+        def total(kind: str, key: Any) -> int:
+            return sum(self.mono.total((dpid, kind, key)) for dpid in dpids)
+
+        fwd, rev = (sid, bid, pl.SESSION_FWD), (sid, bid, pl.SESSION_REV)
+        new = total("bucket", (sid, bid))
+        return {
+            "new_sessions": new,
+            "active_sessions": sum(a.get((sid, bid), 0) for a in self.active.values()),
+            "packets_in": new + total("sp", fwd),
+            "bytes_in": total("bucket_bytes", (sid, bid)) + total("sb", fwd),
+            "packets_out": total("sp", rev),
+            "bytes_out": total("sb", rev),
+        }
+
+    def _dpids(self) -> set[int]:
+        return {k[0] for k in self.mono._last if isinstance(k, tuple) and len(k) >= 2}
+
+    def _drops(self, ck: int) -> int:
+        return sum(self.mono.total((dpid, "drop", ck)) for dpid in self._dpids())
+
+    def snapshot(self, cfg: Config, switches: int, last_reconcile: float | None,
+                 connected: int | None = None) -> dict[str, Any]:
+        """The ``/lbrp/v1/stats`` document."""
+        services = []
+        for svc in cfg.sorted_services():
+            sid = svc.key.service_id
+            backends = []
+            for be in svc.backends:
+                backends.append({"ip": be.ip, "port": be.port, "weight": be.weight,
+                                 **self._session_counts(sid, be.backend_id)})
+            totals = {k: sum(b[k] for b in backends) for k in (
+                "new_sessions", "active_sessions", "packets_out", "bytes_out")}
+            dpids = self._dpids()
+            totals["packets_in"] = sum(self.mono.total((d, "svc_in", sid)) for d in dpids)
+            totals["bytes_in"] = sum(self.mono.total((d, "svc_in_bytes", sid)) for d in dpids)
+            services.append({
+                "vip": svc.key.vip, "proto": svc.key.proto, "port": svc.key.port,
+                "name": svc.name, **totals,
+                "rejected_sessions": self.counters.rejects.get(sid, 0),
+                "dropped_not_syn": self._drops(pl.cookie(pl.KIND_NOT_SYN, sid)),
+                "backends": backends})
+        vips = [{"vip": vip, "fragments_dropped": self._drops(pl.vip_cookie(pl.KIND_FRAG, vip))}
+                for vip in cfg.vips()]
+        meter = sum(self.mono.total((dpid, "meter")) for dpid in self._dpids())
+        return {
+            "services": services,
+            "vips": vips,
+            "controller": {
+                "switches_programmed": switches,
+                "switches_connected": switches if connected is None else connected,
+                "stats_interval": cfg.settings.stats_interval,
+                "echo_replies": self.counters.echo_replies,
+                "packet_ins_dropped_by_meter": meter,
+                "packet_ins_ignored": self.counters.ignored_packet_ins,
+                "last_poll": self.polled_at,
+                "last_reconcile": last_reconcile,
+            },
+        }
+
+
+def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any], msg: Any,
+               cfg: Config) -> None:
+    """File one stats reply (filed under ``key`` by ofmsg.counter_requests) into ``reading``.
+
+    Must run as the reply is handled (see StatsBook.session_total).
+    """
+    kind, k = key
+    if kind == "session":
+        st = msg.body.stats
+        reading.sessions[k] = book.session_total(dpid, k, st.get("flow_count", 0),
+                                                 st.get("packet_count", 0),
+                                                 st.get("byte_count", 0))
+    elif kind == "drop":
+        reading.drops[k] = msg.body.stats.get("packet_count", 0)
+    elif kind == "service_in":
+        st = msg.body.stats
+        reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
+    elif kind == "groups":
+        # bucket counters come in bucket order: the service's active backends
+        active = {s.key.service_id: s.active_backends for s in cfg.services.values()}
+        for g in msg.body:
+            for be, counter in zip(active.get(g.group_id, ()), g.bucket_stats, strict=False):
+                reading.buckets[(g.group_id, be.backend_id)] = (counter.packet_count,
+                                                                counter.byte_count)
+    elif kind == "meter":
+        for m in msg.body:
+            reading.meter_dropped += sum(b.packet_band_count for b in m.band_stats)

@@ -1,0 +1,114 @@
+"""Counters on a real switch: they move by the right amounts for known traffic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.controller import Controller, wait_for
+
+pytestmark = pytest.mark.integration
+
+VIP = "13.13.13.13"
+UDP_REPLY_FRAME = 14 + 20 + 8 + 3  # Ethernet + IPv4 + UDP + "bN\n"
+CONFIG = {
+    "stats_interval": 1,
+    "tcp_fin_timeout": 1,
+    "udp_idle_timeout": 3,
+    "services": [
+        {"vip": VIP, "proto": "udp", "port": 8100, "backends": [
+            {"ip": "10.0.1.2", "port": 8002}, {"ip": "10.0.1.3", "port": 8002}]},
+        {"vip": VIP, "proto": "tcp", "port": 8101, "backends": [
+            {"ip": "10.0.1.3", "port": 8003}, {"ip": "10.0.1.4", "port": 8003, "weight": 3}]},
+        {"vip": VIP, "proto": "tcp", "port": 8102},  # no backend: rejects
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def lab(lbrp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    cfg = tmp_path_factory.mktemp("counters") / "lbrp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    ctl = Controller(cfg, lbrp_lab.of_port).start()
+    ctl.wait_programmed(lbrp_lab.lb_dpid)
+    lbrp_lab.ctl = ctl
+    yield lbrp_lab
+    ctl.stop()
+    assert "Traceback" not in ctl.log(), ctl.log()
+
+
+def service(ctl: Controller, port: int) -> dict[str, Any]:
+    doc = ctl.request("GET", "/stats")[1]
+    return next(s for s in doc["services"] if s["port"] == port)
+
+
+def test_udp_counters_exact_and_kept_after_expiry(lab: Any) -> None:
+    ctl: Controller = lab.ctl
+    res = lab.run_client(lab.clients[0], VIP, "udp", 8100, sessions=30, concurrency=5, timeout=2)
+    assert res["ok"] == 30, res
+    wait_for(lambda: service(ctl, 8100)["packets_out"] == 30, 15, "30 replies counted")
+    svc = service(ctl, 8100)
+    assert svc["new_sessions"] == 30 and svc["packets_in"] == 30
+    assert svc["bytes_out"] == 30 * UDP_REPLY_FRAME
+    per_backend = {b["ip"]: b["new_sessions"] for b in svc["backends"]}
+    assert per_backend == {"10.0.1.2": res["by_backend"].get("b1", 0),
+                           "10.0.1.3": res["by_backend"].get("b2", 0)}
+    assert svc["active_sessions"] == 30
+    # the sessions expire (udp_idle_timeout 3 s); flow-removed keeps their counts
+    wait_for(lambda: service(ctl, 8100)["active_sessions"] == 0, 20, "sessions to expire")
+    svc = service(ctl, 8100)
+    assert svc["packets_out"] == 30 and svc["bytes_out"] == 30 * UDP_REPLY_FRAME
+    assert svc["new_sessions"] == 30
+
+
+def test_tcp_sessions_rejects_and_echo(lab: Any, run_in: Any) -> None:
+    ctl: Controller = lab.ctl
+    res = lab.run_client(lab.clients[1], VIP, "tcp", 8101, sessions=40, concurrency=10)
+    assert res["ok"] == 40, res
+    wait_for(lambda: service(ctl, 8101)["new_sessions"] >= 40, 15, "40 new sessions counted")
+    svc = service(ctl, 8101)
+    assert svc["new_sessions"] <= 42  # a retransmitted SYN would count again
+    by = {b["ip"]: b["new_sessions"] for b in svc["backends"]}
+    assert by["10.0.1.3"] >= res["by_backend"].get("b2", 0)
+    assert by["10.0.1.4"] >= res["by_backend"].get("b3", 0)
+    # each session: SYN, ACK, request, FIN and ACK at least from the client
+    assert svc["packets_in"] >= 5 * 40
+    before = ctl.request("GET", "/stats")[1]["controller"]["echo_replies"]
+    rej = lab.run_client(lab.clients[0], VIP, "tcp", 8102, sessions=4, concurrency=1)
+    assert rej["errors"] == {"refused": 4}, rej
+    assert run_in(lab.clients[0], f"ping -c 3 -i 0.2 -W 2 {VIP}", timeout=10).returncode == 0
+    doc = ctl.request("GET", "/stats")[1]
+    assert doc["controller"]["echo_replies"] - before == 3
+    assert next(s for s in doc["services"] if s["port"] == 8102)["rejected_sessions"] == 4
+
+
+def test_metrics_match_stats_and_parse(lab: Any) -> None:
+    ctl: Controller = lab.ctl
+    with urllib.request.urlopen(f"http://127.0.0.1:{ctl.rest_port}/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    stats = ctl.request("GET", "/stats")[1]
+    svc = next(s for s in stats["services"] if s["port"] == 8100)
+    want = {b["ip"] + ":8002": b["new_sessions"] for b in svc["backends"]}
+    got = {s.labels["backend"]: s.value for s in families["lbrp_backend_sessions"].samples
+           if s.labels["port"] == "8100"}
+    assert got == want
+    assert families["lbrp_switches_programmed"].samples[0].value == 1
+
+
+def test_lbrpctl_stats_table(lab: Any) -> None:
+    ctl: Controller = lab.ctl
+    out = subprocess.run([str(Path(sys.executable).with_name("lbrpctl")), "--url",
+                          f"http://127.0.0.1:{ctl.rest_port}", "stats"], capture_output=True,
+                         text=True, check=True, timeout=30).stdout
+    assert "Prot LocalAddress:Port" in out and f"UDP  {VIP}:8100" in out
+    assert "-> 10.0.1.2:8002" in out

@@ -1,0 +1,123 @@
+"""Counters: monotonic totals, flow-removed accounting, JSON and Prometheus output."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from lbrp_app import pipeline as pl
+from lbrp_app.metrics import render
+from lbrp_app.model import Backend, Config, Service, ServiceKey
+from lbrp_app.stats import Monotonic, Reading, StatsBook
+
+WEB = ServiceKey("13.13.13.13", "tcp", 8000)
+B1, B2 = Backend("10.0.1.2", 8002, 1), Backend("10.0.1.3", 8003, 0)
+CFG = Config().with_service(Service(WEB, "web", (B1, B2)))
+SID = WEB.service_id
+
+
+def test_monotonic_survives_resets() -> None:
+    m = Monotonic()
+    assert m.update("k", 5) == 5
+    assert m.update("k", 9) == 9
+    assert m.update("k", 2) == 11  # counter was reset (flow replaced): keep the 9
+    assert m.update("k", 4) == 13
+    assert m.total("k") == 13
+
+
+def reading(new: int, fwd: tuple[int, int, int], rev: tuple[int, int, int],
+            svc_in: tuple[int, int] = (0, 0)) -> Reading:
+    return Reading(
+        sessions={(SID, B1.backend_id, pl.SESSION_FWD): fwd,
+                  (SID, B1.backend_id, pl.SESSION_REV): rev},
+        buckets={(SID, B1.backend_id): (new, new * 60)},
+        drops={pl.cookie(pl.KIND_NOT_SYN, SID): 3, pl.vip_cookie(pl.KIND_FRAG, WEB.vip): 6},
+        service_in={SID: svc_in}, meter_dropped=7)
+
+
+def backend(doc: dict, ip: str) -> dict:
+    return next(b for b in doc["services"][0]["backends"] if b["ip"] == ip)
+
+
+def test_snapshot_counts_sessions_and_traffic() -> None:
+    book = StatsBook()
+    book.counters.rejects[SID] = 2
+    book.counters.echo_replies = 4
+    book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600)), now=100.0)
+    doc = book.snapshot(CFG, switches=1, last_reconcile=90.0)
+    b1 = backend(doc, "10.0.1.2")
+    assert b1["new_sessions"] == 10 and b1["active_sessions"] == 10
+    assert (b1["packets_in"], b1["bytes_in"]) == (50, 4600)  # 10 first packets + 40 learned
+    assert (b1["packets_out"], b1["bytes_out"]) == (50, 5000)
+    assert backend(doc, "10.0.1.3")["new_sessions"] == 0
+    svc = doc["services"][0]
+    assert (svc["packets_in"], svc["rejected_sessions"], svc["dropped_not_syn"]) == (50, 2, 3)
+    assert doc["vips"] == [{"vip": "13.13.13.13", "fragments_dropped": 6}]
+    ctl = doc["controller"]
+    assert (ctl["echo_replies"], ctl["packet_ins_dropped_by_meter"], ctl["last_poll"]) == \
+        (4, 7, 100.0)
+
+
+def test_expired_sessions_stay_in_the_totals() -> None:
+    book = StatsBook()
+    book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000)), now=1.0)
+    # all ten sessions expire: their flow-removed messages carry the counts away
+    ck = pl.cookie(pl.KIND_SESSION, SID, B1.backend_id)
+    book.on_flow_removed(1, ck, pl.SESSION_FWD, 40, 4000)
+    book.on_flow_removed(1, ck, pl.SESSION_REV, 50, 5000)
+    book.on_flow_removed(1, pl.cookie(pl.KIND_STATIC), pl.SESSION_FWD, 99, 99)  # not a session
+    # the next poll's aggregate replies (no live flow left) are filed with the removed counts
+    fwd = book.session_total(1, (SID, B1.backend_id, pl.SESSION_FWD), 0, 0, 0)
+    rev = book.session_total(1, (SID, B1.backend_id, pl.SESSION_REV), 0, 0, 0)
+    book.on_reading(1, reading(10, fwd, rev), now=2.0)
+    b1 = backend(book.snapshot(CFG, 1, None), "10.0.1.2")
+    assert b1["active_sessions"] == 0
+    assert (b1["packets_in"], b1["packets_out"], b1["bytes_out"]) == (50, 50, 5000)
+
+
+def test_flow_removed_after_the_reply_is_not_counted_twice() -> None:
+    book = StatsBook()
+    key = (SID, B1.backend_id, pl.SESSION_REV)
+    live = book.session_total(1, key, 10, 50, 5000)  # reply handled: flows still live
+    book.on_flow_removed(1, pl.cookie(pl.KIND_SESSION, SID, B1.backend_id),
+                         pl.SESSION_REV, 50, 5000)  # they expire right after
+    book.on_reading(1, reading(10, (10, 40, 4000), live), now=1.0)
+    assert backend(book.snapshot(CFG, 1, None), "10.0.1.2")["packets_out"] == 50
+    later = book.session_total(1, key, 0, 0, 0)  # next poll: only the removed counts
+    book.on_reading(1, reading(10, (0, 40, 4000), later), now=2.0)
+    assert backend(book.snapshot(CFG, 1, None), "10.0.1.2")["packets_out"] == 50
+
+
+def test_group_replaced_on_reconnect_keeps_new_session_total() -> None:
+    book = StatsBook()
+    book.on_reading(1, reading(10, (0, 0, 0), (0, 0, 0)), now=1.0)
+    book.on_reading(1, reading(3, (0, 0, 0), (0, 0, 0)), now=2.0)  # counters restarted at 0
+    assert backend(book.snapshot(CFG, 1, None), "10.0.1.2")["new_sessions"] == 13
+
+
+def test_two_switches_add_up() -> None:
+    book = StatsBook()
+    book.on_reading(1, reading(10, (1, 1, 1), (1, 1, 1)), now=1.0)
+    book.on_reading(2, reading(5, (2, 2, 2), (2, 2, 2)), now=1.0)
+    b1 = backend(book.snapshot(CFG, 2, None), "10.0.1.2")
+    assert b1["new_sessions"] == 15 and b1["active_sessions"] == 3
+
+
+def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
+    book = StatsBook()
+    book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600)), now=1.0)
+    text = render(book.snapshot(CFG, 1, 1.0)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sessions = families["lbrp_backend_sessions"]
+    assert sessions.type == "counter"
+    sample = next(s for s in sessions.samples if s.labels["backend"] == "10.0.1.2:8002")
+    assert sample.name == "lbrp_backend_sessions_total" and sample.value == 10
+    assert sample.labels == {"vip": "13.13.13.13", "proto": "tcp", "port": "8000",
+                             "backend": "10.0.1.2:8002"}
+    assert families["lbrp_backend_active_sessions"].type == "gauge"
+    directions = {s.labels["direction"] for s in families["lbrp_backend_packets"].samples}
+    assert directions == {"in", "out"}
+    for name in ("lbrp_switches_connected", "lbrp_switches_programmed",
+                 "lbrp_last_reconcile_timestamp_seconds", "lbrp_echo_replies",
+                 "lbrp_packet_ins_dropped_by_meter", "lbrp_vip_dropped_fragments",
+                 "lbrp_service_rejected_sessions"):
+        assert name in families, name
