@@ -36,7 +36,7 @@ $(PYTHON):
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 
 $(STAMP): $(PYTHON) $(PKG_FILES)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,demo]'
 	@touch $@
 
 ovs:

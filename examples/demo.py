@@ -74,6 +74,40 @@ def split_table(title: str, svc: dict[str, Any], by_backend: dict[str, int]) -> 
               f"{100 * b['weight'] / total_w:>9.1f}%{100 * n / total:>9.1f}%{n:>10}")
 
 
+def chart(path: Path, panels: list[tuple[str, dict[str, Any], dict[str, int]]]) -> None:
+    """A PNG of expected (weights) against observed (lbrp's counters) shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for ax, (title, svc, counts) in zip(axes, panels, strict=True):
+        labels = [f"{b['ip']}:{b['port']}\nweight {b['weight']}" for b in svc["backends"]]
+        total_w = sum(b["weight"] for b in svc["backends"]) or 1
+        total = sum(counts.values()) or 1
+        want = [100 * b["weight"] / total_w for b in svc["backends"]]
+        got = [100 * counts.get(f"{b['ip']}:{b['port']}", 0) / total for b in svc["backends"]]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], want, 0.4, label="weight share")
+        ax.bar([x + 0.2 for x in xs], got, 0.4, label="new sessions (lbrp counters)")
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel("% of new sessions")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def counted(base: str, svc: dict[str, Any]) -> dict[str, int]:
+    """New sessions per backend as lbrp's own counters report them."""
+    doc = rest(base, "GET", "/stats")
+    for s in doc["services"]:
+        if (s["vip"], s["proto"], s["port"]) == (svc["vip"], svc["proto"], svc["port"]):
+            return {f"{b['ip']}:{b['port']}": b["new_sessions"] for b in s["backends"]}
+    return {}
+
+
 def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("the demo needs root (network namespaces, OVS)")
@@ -108,6 +142,22 @@ def main() -> int:
             split_table("UDP (one client, spread by 5-tuple)",
                         rest(base, "GET", f"/services/{vip}/udp/{dns['port']}"),
                         res["by_backend"])
+            time.sleep(float(cfg.get("stats_interval", 10)) + 1)  # one counter poll
+            web_svc = rest(base, "GET", f"/services/{vip}/tcp/{web['port']}")
+            dns_svc = rest(base, "GET", f"/services/{vip}/udp/{dns['port']}")
+            panels = [(f"TCP {vip}:{web['port']}", web_svc, counted(base, web_svc)),
+                      (f"UDP {vip}:{dns['port']}", dns_svc, counted(base, dns_svc))]
+            print("\nlbrp's own counters (GET /lbrp/v1/stats), new sessions per backend:")
+            for title, svc, counts in panels:
+                total = sum(counts.values()) or 1
+                total_w = sum(b["weight"] for b in svc["backends"]) or 1
+                print(f"  {title}: " + ", ".join(
+                    f"{k} {v} ({100 * v / total:.1f}% vs weight {100 * w / total_w:.1f}%)"
+                    for (k, v), w in zip(counts.items(), (b["weight"] for b in svc["backends"]),
+                                         strict=True)))
+            png = Path.cwd() / "demo-split.png"
+            chart(png, panels)
+            print(f"  chart of the split against the weights: {png}")
             ping = run_in(net.clients[0], f"ping -c 3 -i 0.3 -W 2 {vip}", timeout=15)
             print(f"\nping {vip} (answered by the controller):")
             print("  " + "\n  ".join(ln for ln in ping.stdout.splitlines() if "bytes from" in ln
