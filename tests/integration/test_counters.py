@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.controller import Controller, wait_for
+from topologies.controller import Controller, wait_for
 
 pytestmark = pytest.mark.integration
 

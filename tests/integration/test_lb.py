@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lbrp_app import config as config_file
-from tests.integration.controller import Controller, wait_for
+from topologies.controller import Controller, wait_for
 
 pytestmark = pytest.mark.integration
 

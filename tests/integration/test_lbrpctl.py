@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lbrp_app import cli
-from tests.integration.controller import Controller, free_port
+from topologies.controller import Controller, free_port
 
 pytestmark = pytest.mark.integration
 LBRPCTL = Path(sys.executable).with_name("lbrpctl")

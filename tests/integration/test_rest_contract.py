@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from lbrp_app import config
-from tests.integration.controller import Controller, free_port
+from topologies.controller import Controller, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.controller import OSKEN, Controller, free_port
+from topologies.controller import OSKEN, Controller, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Run a real ``osken-manager lbrp_app`` for the integration tests."""
+"""Run a real ``osken-manager lbrp_app`` (integration tests, demo, benchmarks)."""
 
 from __future__ import annotations
 
