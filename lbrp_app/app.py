@@ -141,7 +141,13 @@ class LbrpApp(app_manager.OSKenApp):
                 sw.ports = self._resolve_ports(dp)
                 self._setup_meter(dp)
                 try:
-                    sw.bridge = ovsdb.limit_sessions(dp.id, self.config.settings.max_sessions)
+                    settings = self.config.settings
+                    sw.bridge = ovsdb.limit_sessions(dp.id, settings.max_sessions)
+                    if settings.session_pinning == "conntrack":
+                        ovsdb.limit_connections(settings.max_sessions)
+                        ovsdb.conntrack_timeouts(sw.bridge, settings.tcp_idle_timeout,
+                                                 settings.tcp_fin_timeout,
+                                                 settings.udp_idle_timeout)
                 except (RuntimeError, OSError) as exc:
                     LOG.warning("switch %016x: session bound not applied through OVSDB: %s",
                                 dp.id, exc)
@@ -253,9 +259,7 @@ class LbrpApp(app_manager.OSKenApp):
                     assert sw.ports is not None
                     d = pl.diff(pl.desired_state(old, sw.ports), pl.desired_state(new, sw.ports),
                                 purge)
-                    commit(sw.dp, self.tracker,
-                           ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d),
-                           SWITCH_TIMEOUT)
+                    self._apply_diff(sw, d, new)
                     done.append(sw)
             except SwitchError as exc:
                 self._roll_back(done, new, old)
@@ -267,14 +271,23 @@ class LbrpApp(app_manager.OSKenApp):
                 raise ChangeError(f"could not save {self.config_path}: {exc}") from None
             self.config = new
 
+    def _apply_diff(self, sw: Switch, d: pl.Diff, cfg: Config) -> None:
+        """One atomic bundle, then what cannot be bundled (conntrack flushes)."""
+        bundle, after = ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d,
+                                            cfg.settings.session_pinning == "conntrack")
+        commit(sw.dp, self.tracker, bundle, SWITCH_TIMEOUT)
+        if after:
+            errors = request(sw.dp, self.tracker, after, SWITCH_TIMEOUT).errors
+            if errors:
+                LOG.warning("switch %016x: conntrack flush refused: %s", sw.dp.id,
+                            describe_error(errors[0]))
+
     def _roll_back(self, switches: list[Switch], new: Config, old: Config) -> None:
         for sw in switches:
             assert sw.ports is not None
             d = pl.diff(pl.desired_state(new, sw.ports), pl.desired_state(old, sw.ports))
             try:
-                commit(sw.dp, self.tracker,
-                       ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d),
-                       SWITCH_TIMEOUT)
+                self._apply_diff(sw, d, old)
             except SwitchError as exc:
                 LOG.error("switch %016x: rollback failed (%s); reprogramming", sw.dp.id, exc)
                 sw.programmed = False

@@ -121,6 +121,10 @@ def format_services(services: list[dict[str, Any]]) -> str:
     return table(rows, ["SERVICE / BACKEND", "NAME", "WEIGHT", "SHARE"])
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def format_stats(doc: dict[str, Any]) -> str:
     """A table in the manner of ``ipvsadm -L --stats``."""
     cols = ["new_sessions", "active_sessions", "packets_in", "packets_out", "bytes_in",
@@ -128,8 +132,8 @@ def format_stats(doc: dict[str, Any]) -> str:
     rows: list[list[str]] = []
     for s in doc["services"]:
         rows.append([f"{s['proto'].upper()}  {s['vip']}:{s['port']}",
-                     *(str(s[c]) for c in cols), str(s["rejected_sessions"])])
-        rows += [[f"  -> {b['ip']}:{b['port']}", *(str(b[c]) for c in cols), ""]
+                     *(_cell(s[c]) for c in cols), str(s["rejected_sessions"])])
+        rows += [[f"  -> {b['ip']}:{b['port']}", *(_cell(b[c]) for c in cols), ""]
                  for b in s["backends"]]
     text = table(rows, ["Prot LocalAddress:Port", "Conns", "Active", "InPkts", "OutPkts",
                         "InBytes", "OutBytes", "Rejected"])

@@ -47,7 +47,8 @@ class _Snapshot:
             for be in svc["backends"]:
                 bl = [*sl, f"{be['ip']}:{be['port']}"]
                 new.add_metric(bl, be["new_sessions"])
-                active.add_metric(bl, be["active_sessions"])
+                if be["active_sessions"] is not None:
+                    active.add_metric(bl, be["active_sessions"])
                 weight.add_metric(bl, be["weight"])
                 for d in ("in", "out"):
                     packets.add_metric([*bl, d], be[f"packets_{d}"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 PROTOS = ("tcp", "udp")
-PINNING_MODES = ("learn",)
+PINNING_MODES = ("learn", "conntrack")
 MAX_WEIGHT = 65535
 
 

@@ -61,6 +61,28 @@ def _learn(parser: ModuleType, ofp: ModuleType, a: pl.Learn) -> Any:
                                 fin_idle_timeout=a.fin_idle_timeout)
 
 
+NX_CT_F_COMMIT = 1 << 0
+NX_CT_RECIRC_NONE = 0xFF
+NX_NAT_F_DST = 1 << 1
+
+
+def _conntrack(parser: ModuleType, a: pl.Conntrack) -> Any:
+    inner: list[Any] = []
+    if a.nat_dst is not None:
+        # os-ken 3.1 does not pad NXActionNAT: address min + port min/max is 24 bytes, a
+        # multiple of 8 as OVS requires (other combinations are refused with BAD_LEN)
+        inner.append(parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=a.nat_dst[0],
+                                        range_proto_min=a.nat_dst[1],
+                                        range_proto_max=a.nat_dst[1]))
+    elif a.nat:
+        inner.append(parser.NXActionNAT(flags=0))
+    if a.label is not None:
+        inner.append(parser.OFPActionSetField(ct_label=a.label))
+    return parser.NXActionCT(flags=NX_CT_F_COMMIT if a.commit else 0, zone_src="",
+                             zone_ofs_nbits=a.zone, alg=0, actions=inner,
+                             recirc_table=NX_CT_RECIRC_NONE if a.table is None else a.table)
+
+
 def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action, ...]) -> list:
     acts: list[Any] = []
     insts: list[Any] = []
@@ -79,6 +101,8 @@ def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action,
             acts.append(parser.NXActionResubmitTable(table_id=a.table))
         elif isinstance(a, pl.Learn):
             acts.append(_learn(parser, ofp, a))
+        elif isinstance(a, pl.Conntrack):
+            acts.append(_conntrack(parser, a))
         elif isinstance(a, pl.GotoTable):
             insts.append(parser.OFPInstructionGotoTable(a.table))
         else:  # pragma: no cover - exhaustive over pl.Action
@@ -134,18 +158,63 @@ def meter_mod(parser: ModuleType, ofp: ModuleType, rate: int, burst: int, comman
                               meter_id=pl.PACKET_IN_METER, bands=[band])
 
 
-def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff) -> list[Any]:
-    """Messages for a Diff, ordered so no flow ever references a missing group and no
-    new session can reach a removed backend before its sessions are purged."""
+NX_VENDOR_ID = 0x00002320
+NXT_CT_FLUSH = 32
+NXT_CT_REPLY_DIRECTION, NXT_CT_ORIG_DIRECTION, NXT_CT_ZONE_ID = 1, 0, 2
+NXT_CT_SRC, NXT_CT_DST, NXT_CT_SRC_PORT, NXT_CT_DST_PORT = 0, 1, 2, 3
+
+
+def _prop(ptype: int, value: bytes) -> bytes:
+    """An OpenFlow property: type, length, value, padded to 8 bytes."""
+    raw = struct.pack("!HH", ptype, 4 + len(value)) + value
+    return raw + b"\0" * (-len(raw) % 8)
+
+
+def _nested(ptype: int, props: bytes) -> bytes:
+    return struct.pack("!HHI", ptype, 8 + len(props), 0) + props
+
+
+def _addr(ip: str) -> bytes:
+    return b"\0" * 10 + b"\xff\xff" + bytes(int(x) for x in ip.split("."))  # ::ffff:a.b.c.d
+
+
+def ct_flush(parser: ModuleType, purge: pl.Purge) -> Any:
+    """NXT_CT_FLUSH of the conntrack entries of a purge (os-ken has no class for it).
+
+    Matches the original direction's destination (VIP and port: the service) and,
+    for one backend, the reply direction's source (the backend's address and port).
+    """
+    key = purge.service
+    body = struct.pack("!BB6x", pl.IP_PROTO[key.proto], 0)
+    body += _nested(NXT_CT_ORIG_DIRECTION, _prop(NXT_CT_DST, _addr(key.vip))
+                    + _prop(NXT_CT_DST_PORT, struct.pack("!HH", key.port, 0)))
+    if purge.backend is not None:
+        be = purge.backend
+        body += _nested(NXT_CT_REPLY_DIRECTION, _prop(NXT_CT_SRC, _addr(be.ip))
+                        + _prop(NXT_CT_SRC_PORT, struct.pack("!HH", be.port, 0)))
+    body += _prop(NXT_CT_ZONE_ID, struct.pack("!HH", pl.CT_ZONE, 0))
+    return parser.OFPExperimenter(None, NX_VENDOR_ID, NXT_CT_FLUSH, body)
+
+
+def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff,
+                  conntrack: bool = False) -> tuple[list[Any], list[Any]]:
+    """Messages for a Diff: (one atomic bundle, messages to send after it).
+
+    Ordered so no flow ever references a missing group and no new session can
+    reach a removed backend before its sessions are purged. Conntrack flushes
+    cannot be bundled: they follow the bundle.
+    """
     msgs: list[Any] = [group_mod(parser, ofp, g, ofp.OFPGC_ADD) for g in d.add_groups]
     msgs += [group_mod(parser, ofp, g, ofp.OFPGC_MODIFY) for g in d.modify_groups]
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_ADD) for f in d.add_flows]
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_MODIFY_STRICT) for f in d.modify_flows]
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_DELETE_STRICT) for f in d.delete_flows]
     msgs += [delete_group(parser, ofp, gid) for gid in d.delete_groups]
+    if conntrack:
+        return msgs, [ct_flush(parser, p) for p in d.purge_sessions]
     for table in pl.SESSION_TABLES:
-        msgs += [delete_by_cookie(parser, ofp, ck, mask, table) for ck, mask in d.purge_sessions]
-    return msgs
+        msgs += [delete_by_cookie(parser, ofp, *p.cookie_mask(), table) for p in d.purge_sessions]
+    return msgs, []
 
 
 def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> list[Any]:
@@ -174,16 +243,22 @@ def counter_requests(parser: ModuleType, ofp: ModuleType, cfg: Config) -> list[t
         out.append((key, parser.OFPAggregateStatsRequest(
             None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, ck, pl.ALL_ONES, parser.OFPMatch())))
 
+    ct = cfg.settings.session_pinning == "conntrack"
     for svc in cfg.sorted_services():
         sid = svc.key.service_id
         for be in svc.backends:
+            if ct:  # the backend's forwarding flows after ct(nat), one per direction
+                ck = pl.cookie(pl.KIND_BACKEND, sid, be.backend_id)
+                for table, direction in ((pl.CT_FWD, pl.SESSION_FWD), (pl.CT_REV, pl.SESSION_REV)):
+                    aggregate(("session", (sid, be.backend_id, direction)), table, ck)
+                continue
             ck = pl.cookie(pl.KIND_SESSION, sid, be.backend_id)
             for table in pl.SESSION_TABLES:
                 aggregate(("session", (sid, be.backend_id, table)), table, ck)
         aggregate(("service_in", sid), pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
         if svc.key.proto == "tcp":
             ck = pl.cookie(pl.KIND_NOT_SYN, sid)
-            aggregate(("drop", ck), pl.SERVICE, ck)
+            aggregate(("drop", ck), pl.CT_FWD if ct else pl.SERVICE, ck)
     for vip in cfg.vips():
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         aggregate(("drop", ck), pl.CLASSIFY, ck)

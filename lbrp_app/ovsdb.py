@@ -1,13 +1,19 @@
-"""Bridge settings the app applies through OVSDB (``ovs-vsctl``).
+"""Switch settings the app applies outside OpenFlow (``ovs-vsctl``, ``ovs-appctl``).
 
-The session tables get a ``Flow_Table`` row with ``flow_limit`` and
-``overflow_policy=evict``: when full, OVS evicts the least recently used
+Learn pinning: the session tables get a ``Flow_Table`` row with ``flow_limit``
+and ``overflow_policy=evict``: when full, OVS evicts the least recently used
 learned session instead of refusing new ones. ``LBRP_OVSDB`` names the
 database (``ovs-vsctl --db``); unset means the local default socket.
+
+Conntrack pinning: the conntrack zone gets a connection limit
+(``dpctl/ct-set-limits``, local ``ovs-vswitchd`` only): when full, new sessions
+are not committed (dropped) until existing ones expire. The limit is per
+datapath, shared by every netdev bridge of that ``ovs-vswitchd``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -18,14 +24,18 @@ from lbrp_app import pipeline as pl
 LOG = logging.getLogger("lbrp.ovsdb")
 
 
+def _run(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip() or f"{cmd[0]} exited {out.returncode}")
+    return out.stdout.strip()
+
+
 def _vsctl(*args: str) -> str:
     cmd = ["ovs-vsctl", "--timeout=5"]
     if os.environ.get("LBRP_OVSDB"):
         cmd.append(f"--db={os.environ['LBRP_OVSDB']}")
-    out = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10)
-    if out.returncode:
-        raise RuntimeError(out.stderr.strip() or f"ovs-vsctl exited {out.returncode}")
-    return out.stdout.strip()
+    return _run(cmd + list(args))
 
 
 def bridge_name(dpid: int) -> str | None:
@@ -44,3 +54,26 @@ def limit_sessions(dpid: int, max_sessions: int) -> str:
     args += [f"flow_tables:{t}=@ft" for t in pl.SESSION_TABLES]
     _vsctl(*args)
     return br
+
+
+def limit_connections(max_sessions: int) -> None:
+    """Bound the conntrack zone of the sessions (conntrack pinning)."""
+    _run(["ovs-appctl", "--timeout=5", "dpctl/ct-set-limits",
+          f"zone={pl.CT_ZONE},limit={max_sessions}"])
+
+
+def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) -> None:
+    """Give the sessions' zone the configured idle timeouts (a CT_Zone timeout policy).
+
+    Creates the bridge's ``Datapath`` row if it has none (ovs-vsctl needs it).
+    """
+    dp = _vsctl("get", "Bridge", bridge, "datapath_type").strip('"') or "system"
+    if f"{dp}=" not in _vsctl("get", "Open_vSwitch", ".", "datapaths"):
+        _vsctl("--", "--id=@d", "create", "Datapath", "datapath_version=0", "--", "set",
+               "Open_vSwitch", ".", f"datapaths:{dp}=@d")
+    with contextlib.suppress(RuntimeError):  # no policy yet
+        _vsctl("del-zone-tp", dp, f"zone={pl.CT_ZONE}")
+    fin = [f"tcp_{state}={tcp_fin}" for state in ("fin_wait", "close_wait", "last_ack",
+                                                  "time_wait", "close")]
+    _vsctl("add-zone-tp", dp, f"zone={pl.CT_ZONE}", f"tcp_established={tcp_idle}", *fin,
+           *(f"udp_{state}={udp_idle}" for state in ("first", "single", "multiple")))

@@ -73,8 +73,12 @@ SESSION_FWD = 10
 SESSION_REV = 11
 SERVICE = 20
 LEARN = 30
-TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN)
+CT_FWD = 40
+CT_REV = 41
+CT_COMMIT = 42
+TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN, CT_FWD, CT_REV, CT_COMMIT)
 SESSION_TABLES = (SESSION_FWD, SESSION_REV)
+CT_ZONE = 0x4C42  # "LB": the conntrack zone of every session (conntrack pinning)
 
 # Priorities.
 PRIO_FRAG = 500
@@ -84,6 +88,7 @@ PRIO_FROM_BACKEND_L4 = 100
 PRIO_NOT_SYN = 100
 PRIO_SESSION = 100
 PRIO_LEARN = 100
+PRIO_CT_EST = 300
 PRIO_PASS = 10
 PRIO_MISS = 0
 
@@ -112,6 +117,10 @@ IP_PROTO = {"tcp": 6, "udp": 17}
 ICMP = 1
 TCP_SYN = 0x002
 TCP_SYN_MASK = 0x017  # FIN | SYN | RST | ACK
+CS_NEW, CS_EST, CS_RPL, CS_TRK = 0x01, 0x02, 0x08, 0x20  # ct_state bits
+CT_NEW = (CS_NEW | CS_TRK, CS_NEW | CS_TRK)
+CT_EST_ORIG = (CS_EST | CS_TRK, CS_EST | CS_RPL | CS_TRK)
+CT_EST_REPLY = (CS_EST | CS_RPL | CS_TRK, CS_EST | CS_RPL | CS_TRK)
 
 
 def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
@@ -202,7 +211,21 @@ class Learn:
     send_flow_removed: bool = False
 
 
-Action = Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
+@dataclass(frozen=True)
+class Conntrack:
+    """ct(): ``nat`` re-applies a connection's NAT; ``commit`` with ``nat_dst`` creates
+    one towards a backend and stores ``label`` in its ct_label."""
+
+    zone: int
+    table: int | None = None
+    nat: bool = False
+    commit: bool = False
+    nat_dst: tuple[str, int] | None = None
+    label: int | None = None
+
+
+Action = (Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
+          | Conntrack)
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -248,23 +271,29 @@ def _flow(table: int, prio: int, match: Match, actions: tuple[Action, ...], ck: 
     return Flow(table, prio, match, actions, ck)
 
 
-def static_flows(p: Ports) -> list[Flow]:
+def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
     """Pass-through and table-miss flows that do not depend on services."""
     ck = cookie(KIND_STATIC)
     flows = [
         _flow(CLASSIFY, PRIO_PASS, (("in_port", p.frontend),), (Output(p.backend),), ck),
         _flow(CLASSIFY, PRIO_PASS, (("in_port", p.backend),), (Output(p.frontend),), ck),
         _flow(CLASSIFY, PRIO_MISS, (), (), ck),
-        _flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
-        _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
-        _flow(SERVICE, PRIO_MISS, (), (), ck),
-        _flow(LEARN, PRIO_MISS, (), (), ck),
     ]
+    if conntrack:
+        flows += [_flow(CT_FWD, PRIO_MISS, (), (), ck),
+                  _flow(CT_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
+                  _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]
+        from_backend: tuple[Action, ...] = (Conntrack(CT_ZONE, table=CT_REV, nat=True),)
+    else:
+        flows += [_flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
+                  _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
+                  _flow(LEARN, PRIO_MISS, (), (), ck)]
+        from_backend = (GotoTable(SESSION_REV),)
+    flows.append(_flow(SERVICE, PRIO_MISS, (), (), ck))
     for proto in ("tcp", "udp"):
         flows.append(_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
                            (("in_port", p.backend), ("eth_type", ETH_IP),
-                            ("ip_proto", IP_PROTO[proto])),
-                           (GotoTable(SESSION_REV),), ck))
+                            ("ip_proto", IP_PROTO[proto])), from_backend, ck))
     return flows
 
 
@@ -286,7 +315,7 @@ def _l4(proto: str) -> tuple[str, str]:
     return (f"{proto}_src", f"{proto}_dst")
 
 
-def service_flows(svc: Service, p: Ports) -> list[Flow]:
+def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]:
     """Classification and new-session flows of one service."""
     key = svc.key
     sid = key.service_id
@@ -294,17 +323,44 @@ def service_flows(svc: Service, p: Ports) -> list[Flow]:
     _, dst = _l4(key.proto)
     l4: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
                  ("ipv4_dst", key.vip), (dst, key.port))
-    flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4,
-                   (GotoTable(SESSION_FWD),), ck)]
-    new_session = l4 + ((("tcp_flags", (TCP_SYN, TCP_SYN_MASK)),) if key.proto == "tcp" else ())
-    if svc.active_backends:
-        flows.append(_flow(SERVICE, PRIO_SERVICE, new_session, (GroupAction(sid),), ck))
+    if conntrack:  # established connections come back from ct(nat) already rewritten
+        to_sessions: Action = Conntrack(CT_ZONE, table=CT_FWD, nat=True)
+        table, new_only = CT_FWD, (("ct_state", CT_NEW),)
     else:
-        flows.append(_flow(SERVICE, PRIO_SERVICE, new_session,
+        to_sessions, table, new_only = GotoTable(SESSION_FWD), SERVICE, ()
+    flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4, (to_sessions,), ck)]
+    new_session = new_only + l4 + (
+        (("tcp_flags", (TCP_SYN, TCP_SYN_MASK)),) if key.proto == "tcp" else ())
+    if svc.active_backends:
+        flows.append(_flow(table, PRIO_SERVICE, new_session, (GroupAction(sid),), ck))
+    else:
+        flows.append(_flow(table, PRIO_SERVICE, new_session,
                            (Meter(PACKET_IN_METER), Controller()), cookie(KIND_REJECT, sid)))
     if key.proto == "tcp":
-        flows.append(_flow(SERVICE, PRIO_NOT_SYN, l4, (), cookie(KIND_NOT_SYN, sid)))
+        flows.append(_flow(table, PRIO_NOT_SYN, l4, (), cookie(KIND_NOT_SYN, sid)))
     return flows
+
+
+def ct_label(svc: ServiceKey, be: Backend) -> int:
+    """The ct_label of a backend's connections (conntrack pinning)."""
+    return (svc.service_id << 24) | be.backend_id
+
+
+def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
+    """Conntrack pinning of one backend: commit with DNAT, then forward both ways."""
+    key = svc.key
+    ck = cookie(KIND_BACKEND, key.service_id, be.backend_id)
+    label = ct_label(key, be)
+    commit = Conntrack(CT_ZONE, commit=True, nat_dst=(be.ip, be.port), label=label)
+    match: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
+                    (REG_SERVICE, key.service_id), (REG_BACKEND, be.backend_id))
+    return [
+        _flow(CT_COMMIT, PRIO_LEARN, match, (commit, Output(p.backend)), ck),
+        _flow(CT_FWD, PRIO_CT_EST, (("ct_state", CT_EST_ORIG), ("ct_label", label)),
+              (Output(p.backend),), ck),
+        _flow(CT_REV, PRIO_CT_EST, (("ct_state", CT_EST_REPLY), ("ct_label", label)),
+              (Output(p.frontend),), ck),
+    ]
 
 
 def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
@@ -359,27 +415,45 @@ def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
                  cookie(KIND_BACKEND, key.service_id, be.backend_id))
 
 
-def service_group(svc: Service) -> Group:
+def service_group(svc: Service, conntrack: bool = False) -> Group:
     """The select group of a service: one weighted bucket per backend of weight > 0."""
     key = svc.key
+    target = CT_COMMIT if conntrack else LEARN
     buckets = tuple(
         Bucket(be.backend_id, be.weight, (SetField(REG_SERVICE, key.service_id),
-                           SetField(REG_BACKEND, be.backend_id), Resubmit(LEARN)))
+                                          SetField(REG_BACKEND, be.backend_id),
+                                          Resubmit(target)))
         for be in svc.active_backends)
     return Group(key.service_id, buckets)
 
 
 def desired_state(cfg: Config, p: Ports) -> State:
     """All flows and groups the app owns for ``cfg`` on a switch with ports ``p``."""
-    flows: list[Flow] = static_flows(p)
+    ct = cfg.settings.session_pinning == "conntrack"
+    flows: list[Flow] = static_flows(p, ct)
     for vip in cfg.vips():
         flows += vip_flows(vip, p)
     groups: dict[int, Group] = {}
     for svc in cfg.sorted_services():
-        flows += service_flows(svc, p)
-        flows += [learn_flow(svc, be, p, cfg) for be in svc.backends]
-        groups[svc.key.service_id] = service_group(svc)
+        flows += service_flows(svc, p, ct)
+        for be in svc.backends:
+            flows += conntrack_flows(svc, be, p) if ct else [learn_flow(svc, be, p, cfg)]
+        groups[svc.key.service_id] = service_group(svc, ct)
     return State({f.key: f for f in flows}, groups)
+
+
+@dataclass(frozen=True)
+class Purge:
+    """Sessions to end: every session of a service, or those of one of its backends."""
+
+    service: ServiceKey
+    backend: Backend | None = None
+
+    def cookie_mask(self) -> tuple[int, int]:
+        """Learned flows of these sessions (learn pinning)."""
+        if self.backend is None:
+            return service_sessions_cookie(self.service)
+        return session_cookie(self.service, self.backend)
 
 
 @dataclass(frozen=True)
@@ -392,26 +466,26 @@ class Diff:
     add_groups: tuple[Group, ...] = ()
     modify_groups: tuple[Group, ...] = ()
     delete_groups: tuple[int, ...] = ()
-    purge_sessions: tuple[tuple[int, int], ...] = ()  # (cookie, mask)
+    purge_sessions: tuple[Purge, ...] = ()
 
     def __bool__(self) -> bool:
         return any((self.add_flows, self.modify_flows, self.delete_flows, self.add_groups,
                     self.modify_groups, self.delete_groups, self.purge_sessions))
 
 
-def purged_sessions(old: Config, new: Config) -> list[tuple[int, int]]:
-    """Session cookies of every backend (or service) present in ``old`` but not in ``new``."""
-    out: list[tuple[int, int]] = []
+def purged_sessions(old: Config, new: Config) -> list[Purge]:
+    """Sessions of every backend (or service) present in ``old`` but not in ``new``."""
+    out: list[Purge] = []
     for key, svc in sorted(old.services.items(), key=lambda kv: kv[0].sort_key()):
         if key not in new.services:
-            out.append(service_sessions_cookie(key))
+            out.append(Purge(key))
             continue
         kept = {b.addr for b in new.services[key].backends}
-        out += [session_cookie(key, b) for b in svc.backends if b.addr not in kept]
+        out += [Purge(key, b) for b in svc.backends if b.addr not in kept]
     return out
 
 
-def diff(old: State, new: State, purge: list[tuple[int, int]] | None = None) -> Diff:
+def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:
     """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match)."""
     add = tuple(f for k, f in new.flows.items() if k not in old.flows)
     mod = tuple(f for k, f in new.flows.items() if k in old.flows and old.flows[k] != f

@@ -153,15 +153,21 @@ class StatsBook:
     def snapshot(self, cfg: Config, switches: int, last_reconcile: float | None,
                  connected: int | None = None) -> dict[str, Any]:
         """The ``/lbrp/v1/stats`` document."""
+        # conntrack pinning: connections per backend are not visible through OpenFlow
+        learn = cfg.settings.session_pinning == "learn"
         services = []
         for svc in cfg.sorted_services():
             sid = svc.key.service_id
             backends = []
             for be in svc.backends:
-                backends.append({"ip": be.ip, "port": be.port, "weight": be.weight,
-                                 **self._session_counts(sid, be.backend_id)})
+                counts = self._session_counts(sid, be.backend_id)
+                if not learn:
+                    counts["active_sessions"] = None
+                backends.append({"ip": be.ip, "port": be.port, "weight": be.weight, **counts})
             totals = {k: sum(b[k] for b in backends) for k in (
-                "new_sessions", "active_sessions", "packets_out", "bytes_out")}
+                "new_sessions", "packets_out", "bytes_out")}
+            totals["active_sessions"] = (sum(b["active_sessions"] for b in backends)
+                                         if learn else None)
             dpids = self._dpids()
             totals["packets_in"] = sum(self.mono.total((d, "svc_in", sid)) for d in dpids)
             totals["bytes_in"] = sum(self.mono.total((d, "svc_in_bytes", sid)) for d in dpids)

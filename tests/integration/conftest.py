@@ -29,6 +29,14 @@ if str(REPO) not in sys.path:  # so `import topologies` works without installing
     sys.path.insert(0, str(REPO))
 
 
+def pinning_modes() -> list[str]:
+    """Session pinning modes the integration tests run in (env LBRP_PINNING_MODES)."""
+    import os
+
+    modes = os.environ.get("LBRP_PINNING_MODES", "learn,conntrack")
+    return [m.strip() for m in modes.split(",") if m.strip()]
+
+
 def lab_skip_reason() -> str | None:
     """Why lab tests cannot run here, or None."""
     try:

@@ -20,6 +20,9 @@ import pytest
 import yaml
 
 from lbrp_app import config as config_file
+from lbrp_app import pipeline as pl
+from lbrp_app.model import Backend, ServiceKey
+from tests.integration.conftest import pinning_modes
 from topologies.controller import Controller, wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,14 +43,17 @@ BASE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def env(lbrp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@pytest.fixture(scope="module", params=pinning_modes())
+def env(request: pytest.FixtureRequest, lbrp_lab: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The lab and a controller, once per session pinning mode."""
     net = lbrp_lab
     cfg = tmp_path_factory.mktemp("lb") / "lbrp.yaml"
-    cfg.write_text(yaml.safe_dump(BASE))
+    cfg.write_text(yaml.safe_dump({**BASE, "session_pinning": request.param}))
     ctl = Controller(cfg, net.of_port).start()
     ctl.wait_programmed(net.lb_dpid)
     net.ctl = ctl
+    net.mode = request.param
     yield net
     ctl.stop()
     assert "Traceback" not in ctl.log(), ctl.log()
@@ -102,6 +108,28 @@ def flows(net: Any, table: int) -> list[str]:
             if "cookie=" in ln]
 
 
+def conntrack_entries(backend: str = "", bport: int = 0) -> list[str]:
+    """Conntrack entries of lbrp's zone (of one backend, by the reply's source)."""
+    out = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    if backend:
+        out = [ln for ln in out if f"reply=(src={backend}," in ln and f"sport={bport}," in ln]
+    return out
+
+
+def sessions(net: Any) -> int:
+    """Pinned sessions on the switch: learned forward flows, or conntrack entries."""
+    return len(flows(net, 10)) if net.mode == "learn" else len(conntrack_entries())
+
+
+def backend_sessions(net: Any, ip: str, port: int) -> int:
+    """Pinned sessions of one backend of the TCP service."""
+    if net.mode == "conntrack":
+        return len(conntrack_entries(ip, port))
+    ck = pl.session_cookie(ServiceKey(VIP, "tcp", 8000), Backend(ip, port))[0]
+    return sum(f"cookie={ck:#x}," in ln for ln in flows(net, 10) + flows(net, 11))
+
+
 def n_packets(line: str) -> int:
     return int(re.search(r"n_packets=(\d+)", line).group(1))
 
@@ -120,8 +148,8 @@ def test_weighted_split_over_1200_tcp_sessions(lb: Any) -> None:
     got = shares(res)
     for name, want in (("b1", 0.25), ("b2", 0.5), ("b3", 0.25)):
         assert abs(got.get(name, 0) - want) <= 0.05, (name, got)
-    # every session was pinned: both directions learned
-    assert len(flows(lb, 10)) >= 1 and len(flows(lb, 11)) >= 1
+    # every session was pinned (learned flows both ways, or conntrack entries)
+    assert sessions(lb) >= 1
 
 
 def test_udp_service_on_same_vip_port_spreads_by_5_tuple_to_its_own_backends(lb: Any) -> None:
@@ -166,10 +194,10 @@ def test_non_vip_traffic_arp_and_ipv6_pass_unchanged(lb: Any, run_in: Any) -> No
 
 
 def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
-    before = len(flows(lb, 10))
+    before = sessions(lb)
     res = client(lb, "tcp", 3, port=9, timeout=1)
     assert res["ok"] == 0
-    assert len(flows(lb, 10)) == before  # nothing learned, nothing balanced
+    assert sessions(lb) <= before  # nothing pinned, nothing balanced
 
 
 # --- run-time changes and affinity --------------------------------------------------------
@@ -210,15 +238,9 @@ def test_removing_a_backend_purges_its_sessions_only(lb: Any) -> None:
     ctl: Controller = lb.ctl
     proc = hold(lb, 40, 6)
     time.sleep(2)
-    cookie = None
-    for ln in flows(lb, 30):
-        if f"set_field:{B2}->ip_dst" in ln:
-            cookie = re.search(r"cookie=0xa5([0-9a-f]+)", ln).group(1)
-    assert cookie is not None
-    session_cookie = f"cookie=0xa8{cookie}"
-    assert any(session_cookie in ln for ln in flows(lb, 10))
+    assert backend_sessions(lb, B2, 8002) > 0
     assert ctl.request("DELETE", f"{WEB}/backends/{B2}/8002")[0] == 204
-    assert not any(session_cookie in ln for ln in flows(lb, 10) + flows(lb, 11))
+    assert backend_sessions(lb, B2, 8002) == 0
     fresh = client(lb, "tcp", 200, host=1)
     held = hold_result(proc)
     on_b2 = held["by_backend"].get("b2", 0)
@@ -228,7 +250,7 @@ def test_removing_a_backend_purges_its_sessions_only(lb: Any) -> None:
     assert held["ok"] == 40 - held["failed"] and held["failed"] >= 1, held
     assert held["ok"] >= sum(v for k, v in held["by_backend"].items() if k != "b2") - on_b2
     time.sleep(1)  # a revalidator must not bring the purged sessions back
-    assert not any(session_cookie in ln for ln in flows(lb, 10) + flows(lb, 11))
+    assert backend_sessions(lb, B2, 8002) == 0
 
 
 def test_service_without_backends_rejects_tcp_with_rst_and_udp_with_icmp(lb: Any) -> None:
@@ -244,18 +266,19 @@ def test_service_without_backends_rejects_tcp_with_rst_and_udp_with_icmp(lb: Any
 
 
 def test_non_syn_without_session_is_dropped_not_balanced(lb: Any, run_in: Any) -> None:
-    drop = [ln for ln in flows(lb, 20) if "priority=100" in ln and "tp_dst=8000" in ln]
+    table = 20 if lb.mode == "learn" else 40
+    drop = [ln for ln in flows(lb, table) if "priority=100" in ln and "tp_dst=8000" in ln]
     assert len(drop) == 1
     before = n_packets(drop[0])
-    learned = len(flows(lb, 10))
+    learned = sessions(lb)
     run_in(lb.clients[0], f"hping3 -q -c 3 -i u20000 -A -s 41000 -k -p 8000 {VIP}", timeout=15)
 
     def dropped() -> int:
-        line = next(ln for ln in flows(lb, 20) if "priority=100" in ln and "tp_dst=8000" in ln)
+        line = next(ln for ln in flows(lb, table) if "priority=100" in ln and "tp_dst=8000" in ln)
         return n_packets(line) - before
 
     wait_for(lambda: dropped() >= 3, 10, "3 packets counted by the not-SYN drop flow")
-    assert len(flows(lb, 10)) == learned
+    assert sessions(lb) <= learned
 
 
 def test_fragments_to_a_vip_are_dropped_and_counted(lb: Any, run_in: Any) -> None:
@@ -274,7 +297,7 @@ def test_bad_rest_input_is_refused_and_changes_nothing(lb: Any) -> None:
     ctl: Controller = lb.ctl
     flows_before = {t: sorted(re.sub(r"duration=[^,]+, |n_packets=\d+, |n_bytes=\d+, |"
                                      r"idle_age=\d+, ", "", ln) for ln in flows(lb, t))
-                    for t in (0, 20, 30)}
+                    for t in (0, 20, 30, 40, 41, 42)}
     file_before = ctl.config_path.read_text()
     bad = [
         ("PUT", f"/services/{VIP}/tcp/8000", {"backends": [{"ip": "10.0.1", "port": 1}]}),
@@ -293,7 +316,7 @@ def test_bad_rest_input_is_refused_and_changes_nothing(lb: Any) -> None:
     assert ctl.request("PUT", "/services/1.2.3.4/tcp/1/backends/10.0.0.1/1", {})[0] == 404
     flows_after = {t: sorted(re.sub(r"duration=[^,]+, |n_packets=\d+, |n_bytes=\d+, |"
                                     r"idle_age=\d+, ", "", ln) for ln in flows(lb, t))
-                   for t in (0, 20, 30)}
+                   for t in (0, 20, 30, 40, 41, 42)}
     assert flows_after == flows_before
     assert ctl.config_path.read_text() == file_before
 
@@ -384,10 +407,16 @@ def test_every_bridge_that_connects_gets_the_full_configuration(lb: Any) -> None
     wait_for(lambda: not ctl.programmed("00000000000000ee"), 30, "the extra bridge to go")
 
 
-def test_session_bound_is_applied_through_ovsdb(lb: Any) -> None:
+def test_session_bound_is_applied(lb: Any) -> None:
+    """Learn: OVSDB Flow_Table flow_limit + evict on both session tables; conntrack: a
+    connection limit on lbrp's zone."""
     out = subprocess.run(["ovs-vsctl", "--columns=flow_limit,overflow_policy", "list",
                           "Flow_Table"], capture_output=True, text=True, check=True).stdout
     assert "200000" in out and "evict" in out, out
     tables = subprocess.run(["ovs-vsctl", "get", "Bridge", "lb0", "flow_tables"],
                             capture_output=True, text=True, check=True).stdout
     assert "10=" in tables and "11=" in tables
+    if lb.mode == "conntrack":
+        limits = subprocess.run(["ovs-appctl", "dpctl/ct-get-limits", f"zone={pl.CT_ZONE}"],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"zone={pl.CT_ZONE},limit=200000" in limits, limits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from types import SimpleNamespace
 
 from os_ken.ofproto import ofproto_v1_5 as ofp
@@ -69,10 +70,41 @@ def test_diff_orders_groups_before_flows_and_purges_last() -> None:
     ports = pl.Ports(1, 2)
     d = pl.diff(pl.desired_state(old, ports), pl.desired_state(new, ports),
                 pl.purged_sessions(old, new))
-    msgs = ofmsg.diff_messages(parser, ofp, d)
+    msgs, after = ofmsg.diff_messages(parser, ofp, d)
+    assert after == []
     kinds = [(type(m).__name__, m.command) for m in msgs]
     assert kinds[0] == ("OFPGroupMod", ofp.OFPGC_MODIFY)
     assert kinds[1] == ("OFPFlowMod", ofp.OFPFC_DELETE_STRICT)
     purges = msgs[2:]
     assert {m.table_id for m in purges} == set(pl.SESSION_TABLES)
     assert all(m.cookie == pl.session_cookie(WEB, Backend("10.0.1.3", 8003))[0] for m in purges)
+
+
+def test_conntrack_purge_is_a_ct_flush_after_the_bundle() -> None:
+    """The NXT_CT_FLUSH bytes equal what ovs-ofctl 3.1 sends for
+    ct-flush zone=19522 'ct_nw_dst=13.13.13.13,ct_tp_dst=8000,ct_nw_proto=6'
+    'ct_nw_src=10.0.1.3,ct_tp_src=8003' (captured from ovs-ofctl)."""
+    ref = ("06040070000000020000232000000020060000000000000000000028000000000001001400000000"
+           "000000000000ffff0d0d0d0d00000000000300081f40000000010028000000000000001400000000"
+           "000000000000ffff0a00010300000000000200081f430000000200084c420000")
+    be = Backend("10.0.1.3", 8003)
+    old = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002), be)))
+    new = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002),)))
+    ports = pl.Ports(1, 2)
+    d = pl.diff(pl.desired_state(old, ports), pl.desired_state(new, ports),
+                pl.purged_sessions(old, new))
+    bundle, after = ofmsg.diff_messages(parser, ofp, d, conntrack=True)
+    assert all(not isinstance(m, parser.OFPExperimenter) for m in bundle)
+    assert len(after) == 1
+    m = after[0]
+    m.datapath, m.xid = DP, 2
+    m.serialize()
+    assert bytes(m.buf).hex() == ref
+
+
+def test_conntrack_state_serialises() -> None:
+    c = Config(settings=replace(Config().settings, session_pinning="conntrack"))
+    c = c.with_service(Service(WEB, "", (Backend("10.0.1.2", 8002, 3),)))
+    msgs = ofmsg.reconcile_messages(parser, ofp, pl.desired_state(c, pl.Ports(1, 2)))
+    for m in msgs:
+        assert len(serialize(m)) >= 16

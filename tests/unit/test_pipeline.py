@@ -127,7 +127,8 @@ def test_removing_a_backend_purges_exactly_its_sessions() -> None:
     d = pl.diff(pl.desired_state(old, PORTS), pl.desired_state(new, PORTS),
                 pl.purged_sessions(old, new))
     assert [f.table for f in d.delete_flows] == [pl.LEARN]
-    assert d.purge_sessions == (pl.session_cookie(WEB, B2),)
+    assert d.purge_sessions == (pl.Purge(WEB, B2),)
+    assert d.purge_sessions[0].cookie_mask() == pl.session_cookie(WEB, B2)
 
 
 def test_removing_the_last_backend_switches_to_reject() -> None:
@@ -146,7 +147,8 @@ def test_deleting_a_service_removes_all_it_owns() -> None:
                 pl.purged_sessions(old, new))
     assert d.delete_groups == (WEB.service_id,)
     assert {pl.decode_cookie(f.cookie)[1] for f in d.delete_flows} == {WEB.service_id}
-    assert d.purge_sessions == (pl.service_sessions_cookie(WEB),)
+    assert d.purge_sessions == (pl.Purge(WEB),)
+    assert d.purge_sessions[0].cookie_mask() == pl.service_sessions_cookie(WEB)
     # the VIP still has a service: its echo/fragment flows stay
     assert not [f for f in d.delete_flows if f.priority in (pl.PRIO_ECHO, pl.PRIO_FRAG)]
 
@@ -169,3 +171,27 @@ def test_config_parse_then_state_is_deterministic() -> None:
     a = pl.desired_state(parse_config(doc), PORTS)
     b = pl.desired_state(parse_config(doc), PORTS)
     assert a == b
+
+
+def test_conntrack_pinning_commits_with_dnat_and_label() -> None:
+    from dataclasses import replace
+
+    c = Config(settings=replace(Config().settings, session_pinning="conntrack"))
+    c = c.with_service(Service(WEB, "", (B1, B2)))
+    st = pl.desired_state(c, PORTS)
+    assert not flows_of(st, pl.LEARN) and not flows_of(st, pl.SESSION_FWD)
+    classify = next(f for f in flows_of(st, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE)
+    assert classify.actions == (pl.Conntrack(pl.CT_ZONE, table=pl.CT_FWD, nat=True),)
+    new = next(f for f in flows_of(st, pl.CT_FWD) if f.priority == pl.PRIO_SERVICE)
+    assert ("ct_state", pl.CT_NEW) in new.match and new.actions == (pl.GroupAction(
+        WEB.service_id),)
+    commit = next(f for f in flows_of(st, pl.CT_COMMIT)
+                  if ("reg1", B1.backend_id) in f.match)
+    ct = commit.actions[0]
+    assert isinstance(ct, pl.Conntrack) and ct.commit and ct.nat_dst == ("10.0.1.2", 8002)
+    assert ct.label == pl.ct_label(WEB, B1) and commit.actions[1] == pl.Output(2)
+    est = [f for f in flows_of(st, pl.CT_FWD) + flows_of(st, pl.CT_REV)
+           if ("ct_label", pl.ct_label(WEB, B1)) in f.match]
+    assert sorted(f.table for f in est) == [pl.CT_FWD, pl.CT_REV]
+    assert all(b.actions[-1] == pl.Resubmit(pl.CT_COMMIT)
+               for b in st.groups[WEB.service_id].buckets)
