@@ -50,6 +50,31 @@ Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by
        tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
   0    drop
 
+With ``session_pinning: conntrack`` tables 10, 11, 20 and 30 are not used; instead:
+
+Table 0: the service flow (200) is ``ct(zone=CT_ZONE, nat, table=CT_FWD)`` (an
+established connection comes back already rewritten to its backend), and
+in_port=B, tcp|udp (100) is ``ct(zone=CT_ZONE, nat, table=CT_REV)`` (replies
+come back with the source rewritten to the VIP).
+
+Table 40 ``CT_FWD``
+  300  ct_state=+est-rpl+trk, ct_label=<service id|backend id> -> output:B
+  200  ct_state=+new+trk, tcp SYN or udp, nw_dst=VIP, tp_dst=vport -> group (or reject)
+  100  tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session, or a purged one) -> drop
+  0    drop
+
+Table 41 ``CT_REV``
+  300  ct_state=+est+rpl+trk, ct_label=<service id|backend id> -> output:F
+  0    output:F (not a session of ours: pass unchanged)
+
+Table 42 ``CT_COMMIT`` (the group's resubmit target)
+  100  ip_proto, reg0=service id, reg1=backend id ->
+       ct(commit, zone=CT_ZONE, nat(dst=backend:bport), exec(ct_label=...)), output:B
+  0    drop
+
+Removing a backend deletes its flows and flushes its connections with
+NXT_CT_FLUSH (original destination VIP:vport, reply source backend:bport).
+
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
 output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) |
 backend id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so
