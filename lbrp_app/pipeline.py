@@ -40,7 +40,8 @@ Table 20 ``SERVICE`` (a packet to a service with no session)
   0    drop
 
 Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
-  one bucket per backend of weight > 0, bucket weight = backend weight:
+  buckets for the backends of weight > 0, weights scaled to use all 256 hash
+  slots (see bucket_weights); each bucket:
   reg0=service id, reg1=backend id, resubmit(,LEARN). (OVS checks bucket actions
   without the flow's match, so a set_field of tp_dst in a bucket is refused as
   inconsistent: the rewrite happens in LEARN, right after the bucket.)
@@ -271,9 +272,10 @@ class Flow:
 
 @dataclass(frozen=True)
 class Bucket:
-    bucket_id: int  # the backend id: bucket counters stay with their backend
+    bucket_id: int  # from the backend id: bucket counters stay with their backend
     weight: int
     actions: tuple[Action, ...]
+    backend_id: int = 0  # the backend this bucket sends to
 
 
 @dataclass(frozen=True)
@@ -440,15 +442,46 @@ def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
                  cookie(KIND_BACKEND, key.service_id, be.backend_id))
 
 
+DP_HASH_SLOTS = 256  # OVS 3.1: MAX(16, pow2(ceil(total / min weight))) slots, at most 256
+SPLIT_BUCKET = 1 << 24  # bucket id bit of a backend's second bucket
+
+
+def bucket_weights(backends: tuple[Backend, ...]) -> list[tuple[Backend, int, int]]:
+    """(backend, bucket weight, bucket id) for a precise weighted split.
+
+    OVS spreads a select group over hash slots by bucket weight, but with only
+    16 slots for small totals (1:1:1 gets 37.5/31.25/31.25 %). Scaling the
+    weights to a total of 255 and splitting a bucket of weight 1 off the
+    heaviest backend makes total/min exceed 128, so OVS uses all 256 slots:
+    every share is then within about half a percent of its weight. With more
+    backends than that can represent, the configured weights are used as they are.
+    """
+    total = sum(b.weight for b in backends)
+    if not backends or len(backends) > DP_HASH_SLOTS // 2:
+        return [(b, b.weight, b.backend_id) for b in backends]
+    target = DP_HASH_SLOTS - 1
+    scaled = [max(1, round(b.weight * target / total)) for b in backends]
+    while sum(scaled) > target:  # rounding up (and the floor of 1) may overshoot
+        scaled[scaled.index(max(scaled))] -= 1
+    heaviest = scaled.index(max(scaled))
+    out: list[tuple[Backend, int, int]] = []
+    for i, (b, w) in enumerate(zip(backends, scaled, strict=True)):
+        if i == heaviest and w > 1:
+            out += [(b, w - 1, b.backend_id), (b, 1, b.backend_id | SPLIT_BUCKET)]
+        else:
+            out.append((b, w, b.backend_id))
+    return out
+
+
 def service_group(svc: Service, conntrack: bool = False) -> Group:
-    """The select group of a service: one weighted bucket per backend of weight > 0."""
+    """The select group of a service: weighted buckets for the backends of weight > 0."""
     key = svc.key
     target = CT_COMMIT if conntrack else LEARN
     buckets = tuple(
-        Bucket(be.backend_id, be.weight, (SetField(REG_SERVICE, key.service_id),
-                                          SetField(REG_BACKEND, be.backend_id),
-                                          Resubmit(target)))
-        for be in svc.active_backends)
+        Bucket(bucket_id, weight, (SetField(REG_SERVICE, key.service_id),
+                                   SetField(REG_BACKEND, be.backend_id), Resubmit(target)),
+               be.backend_id)
+        for be, weight, bucket_id in bucket_weights(svc.active_backends))
     return Group(key.service_id, buckets)
 
 

@@ -214,12 +214,16 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         st = msg.body.stats
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
     elif kind == "groups":
-        # bucket counters come in bucket order: the service's active backends
-        active = {s.key.service_id: s.active_backends for s in cfg.services.values()}
+        # bucket counters come in the order of the group's buckets (one or two a backend)
+        owners = {s.key.service_id: [b.backend_id for b in pl.service_group(s).buckets]
+                  for s in cfg.services.values()}
         for g in msg.body:
-            for be, counter in zip(active.get(g.group_id, ()), g.bucket_stats, strict=False):
-                reading.buckets[(g.group_id, be.backend_id)] = (counter.packet_count,
-                                                                counter.byte_count)
+            sums: dict[int, tuple[int, int]] = {}
+            for bid, counter in zip(owners.get(g.group_id, ()), g.bucket_stats, strict=False):
+                p, b = sums.get(bid, (0, 0))
+                sums[bid] = (p + counter.packet_count, b + counter.byte_count)
+            for bid, value in sums.items():
+                reading.buckets[(g.group_id, bid)] = value
     elif kind == "meter":
         for m in msg.body:
             reading.meter_dropped += sum(b.packet_band_count for b in m.band_stats)

@@ -152,6 +152,30 @@ def test_weighted_split_over_1200_tcp_sessions(lb: Any) -> None:
     assert sessions(lb) >= 1
 
 
+@pytest.mark.parametrize(("port", "weights"), [(8201, (1, 1, 1)), (8202, (10, 100, 1)),
+                                               (8203, (3, 7, 0))])
+def test_weighted_split_of_10000_sessions_within_2_points(lb: Any, port: int,
+                                                         weights: tuple[int, ...]) -> None:
+    """Precision: every backend's share of 10,000 new sessions within 2 percentage points
+    of its weight share (OVS would give 1:1:1 37.5/31.25/31.25 % with one bucket each)."""
+    ctl: Controller = lb.ctl
+    backends = [{"ip": ip, "port": 8002, "weight": w} for ip, w in zip((B1, B2, B3), weights,
+                                                                        strict=True)]
+    path = f"/services/{VIP}/udp/{port}"
+    assert ctl.request("PUT", path, {"backends": backends})[0] == 201
+    try:
+        res = client(lb, "udp", 10000, port=port, concurrency=20, timeout=2)
+        assert res["ok"] >= 9900, res
+        got = shares(res)
+        for name, w in zip(("b1", "b2", "b3"), weights, strict=True):
+            want = w / sum(weights)
+            assert abs(got.get(name, 0) - want) <= 0.02, (weights, got)
+        print(f"weights {weights}: " + ", ".join(f"{k} {100 * v:.2f}%"
+                                                 for k, v in sorted(got.items())))
+    finally:
+        ctl.request("DELETE", path)
+
+
 def test_udp_service_on_same_vip_port_spreads_by_5_tuple_to_its_own_backends(lb: Any) -> None:
     """One client, many source ports: dp_hash over the 5-tuple spreads UDP (not sym_l4)."""
     res = client(lb, "udp", 600, concurrency=10, timeout=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Backend, Config, Service, ServiceKey, parse_config
 
@@ -37,10 +39,14 @@ def test_service_programs_classifier_group_and_learn_flows() -> None:
     st = pl.desired_state(cfg(Service(WEB, "web", (B1, B2, B3))), PORTS)
     sid = WEB.service_id
     group = st.groups[sid]
-    assert [b.weight for b in group.buckets] == [10, 100, 1]
-    for bucket, be in zip(group.buckets, (B1, B2, B3)):
-        assert pl.SetField(pl.REG_BACKEND, be.backend_id) in bucket.actions
+    per_backend: dict[int, int] = {}
+    for bucket in group.buckets:
+        per_backend[bucket.backend_id] = per_backend.get(bucket.backend_id, 0) + bucket.weight
+        assert pl.SetField(pl.REG_BACKEND, bucket.backend_id) in bucket.actions
         assert bucket.actions[-1] == pl.Resubmit(pl.LEARN)
+    total = sum(per_backend.values())
+    for be in (B1, B2, B3):
+        assert abs(per_backend[be.backend_id] / total - be.weight / 111) < 0.005
     svc_flows = flows_of(st, pl.SERVICE)
     syn = [f for f in svc_flows if ("tcp_flags", (pl.TCP_SYN, pl.TCP_SYN_MASK)) in f.match]
     assert len(syn) == 1 and syn[0].actions == (pl.GroupAction(sid),)
@@ -73,7 +79,8 @@ def test_udp_has_no_syn_logic_and_uses_udp_fields() -> None:
 def test_weight_zero_backends_are_left_out_of_the_group() -> None:
     svc = Service(WEB, "", (Backend("10.0.1.2", 8002, 0), Backend("10.0.1.3", 8003, 3)))
     st = pl.desired_state(cfg(svc), PORTS)
-    assert [b.weight for b in st.groups[WEB.service_id].buckets] == [3]
+    assert {b.backend_id for b in st.groups[WEB.service_id].buckets} == {
+        Backend("10.0.1.3", 8003).backend_id}
     # the drained backend keeps its learn flow (harmless) so its sessions stay valid
     assert len([f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_LEARN]) == 2
 
@@ -195,3 +202,41 @@ def test_conntrack_pinning_commits_with_dnat_and_label() -> None:
     assert sorted(f.table for f in est) == [pl.CT_FWD, pl.CT_REV]
     assert all(b.actions[-1] == pl.Resubmit(pl.CT_COMMIT)
                for b in st.groups[WEB.service_id].buckets)
+
+
+
+def ovs_slots(weights: list[int]) -> list[int]:
+    """OVS 3.1's dp_hash table: MAX(16, pow2(ceil(total/min))) slots (<= 256), filled by
+    Webster's method (highest weight / (2 * slots + 1) next)."""
+    total, lo = sum(weights), min(weights)
+    n = 16
+    while n < min(256, -(-total // lo)):
+        n *= 2
+    slots = [0] * len(weights)
+    for _ in range(n):
+        i = max(range(len(weights)), key=lambda j: weights[j] / (2 * slots[j] + 1))
+        slots[i] += 1
+    return slots
+
+
+@pytest.mark.parametrize("weights", [(1, 1, 1), (10, 100, 1), (3, 7), (1,), (5, 5, 5, 5, 1),
+                                     (65535, 1), (1, 2, 3, 4, 5, 6, 7, 8)])
+def test_bucket_weights_give_every_backend_its_share_within_a_point(
+        weights: tuple[int, ...]) -> None:
+    backends = tuple(Backend(f"10.0.1.{i + 2}", 80, w) for i, w in enumerate(weights))
+    buckets = pl.bucket_weights(backends)
+    assert sum(w for _, w, _ in buckets) <= 255
+    assert len({bid for _, _, bid in buckets}) == len(buckets)  # bucket ids unique
+    slots = ovs_slots([w for _, w, _ in buckets])
+    assert sum(slots) == 256 or len(backends) == 1
+    per: dict[str, int] = {}
+    for (be, _, _), n in zip(buckets, slots, strict=True):
+        per[be.ip] = per.get(be.ip, 0) + n
+    for be in backends:
+        share = per.get(be.ip, 0) / sum(slots)
+        assert abs(share - be.weight / sum(weights)) < 0.01, (be, share)
+
+
+def test_the_default_16_slots_would_be_imprecise() -> None:
+    """Why bucket_weights exists: 1:1:1 as configured gets 6/5/5 of 16 slots."""
+    assert ovs_slots([1, 1, 1]) == [6, 5, 5]
