@@ -16,6 +16,7 @@ Plain helpers, importable as ``from conftest import ...`` is fragile, so they li
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -93,3 +94,27 @@ def lbrp_lab() -> Iterator[Any]:
 def pytest_configure(config: pytest.Config) -> None:
     """Silence Mininet's own distutils deprecation warnings."""
     config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:mininet\..*")
+
+
+@contextlib.contextmanager
+def controller_on_lab(net: Any, folder: Path, config: dict[str, Any],
+                      mode: str) -> Iterator[Any]:
+    """A real controller for ``net`` with ``config`` in pinning ``mode``.
+
+    Sets ``net.ctl`` and ``net.mode``; on exit stops the controller and fails if its
+    log has a Traceback.
+    """
+    import yaml
+
+    from topologies.controller import Controller
+
+    cfg = folder / "lbrp.yaml"
+    cfg.write_text(yaml.safe_dump({**config, "session_pinning": mode}))
+    ctl = Controller(cfg, net.of_port).start()
+    try:
+        ctl.wait_programmed(net.lb_dpid)
+        net.ctl, net.mode = ctl, mode
+        yield net
+    finally:
+        ctl.stop()
+    assert "Traceback" not in ctl.log(), ctl.log()

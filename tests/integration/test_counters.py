@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbrp_app import pipeline as pl
-from tests.integration.conftest import pinning_modes
+from tests.integration.conftest import controller_on_lab, pinning_modes
 from topologies.controller import Controller, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,15 +38,9 @@ CONFIG = {
 @pytest.fixture(scope="module", params=pinning_modes())
 def lab(request: pytest.FixtureRequest, lbrp_lab: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cfg = tmp_path_factory.mktemp("counters") / "lbrp.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "session_pinning": request.param}))
-    ctl = Controller(cfg, lbrp_lab.of_port).start()
-    ctl.wait_programmed(lbrp_lab.lb_dpid)
-    lbrp_lab.ctl = ctl
-    lbrp_lab.mode = request.param
-    yield lbrp_lab
-    ctl.stop()
-    assert "Traceback" not in ctl.log(), ctl.log()
+    with controller_on_lab(lbrp_lab, tmp_path_factory.mktemp("counters"), CONFIG,
+                           request.param) as net:
+        yield net
 
 
 def service(ctl: Controller, port: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import yaml
 from lbrp_app import config as config_file
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Backend, ServiceKey
-from tests.integration.conftest import pinning_modes
+from tests.integration.conftest import controller_on_lab, pinning_modes
 from topologies.controller import Controller, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,16 +47,9 @@ BASE: dict[str, Any] = {
 def env(request: pytest.FixtureRequest, lbrp_lab: Any,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The lab and a controller, once per session pinning mode."""
-    net = lbrp_lab
-    cfg = tmp_path_factory.mktemp("lb") / "lbrp.yaml"
-    cfg.write_text(yaml.safe_dump({**BASE, "session_pinning": request.param}))
-    ctl = Controller(cfg, net.of_port).start()
-    ctl.wait_programmed(net.lb_dpid)
-    net.ctl = ctl
-    net.mode = request.param
-    yield net
-    ctl.stop()
-    assert "Traceback" not in ctl.log(), ctl.log()
+    with controller_on_lab(lbrp_lab, tmp_path_factory.mktemp("lb"), BASE,
+                           request.param) as net:
+        yield net
 
 
 @pytest.fixture
