@@ -106,6 +106,15 @@ class LbrpApp(app_manager.OSKenApp):
             self.stats.forget_switch(dp.id)
             LOG.info("switch %016x disconnected", dp.id)
 
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev: Any) -> None:
+        """A port appeared: a switch that lacked a configured port can be programmed now."""
+        dp = ev.msg.datapath
+        sw = self.switches.get(dp.id)
+        if sw is not None and sw.dp is dp and not sw.programmed and sw.error \
+                and ev.msg.reason == dp.ofproto.OFPPR_ADD:
+            hub.spawn(self._program, dp)
+
     def _resolve_ports(self, dp: Any) -> pl.Ports:
         s = self.config.settings
         numbers: dict[str, int] = {}
