@@ -7,7 +7,8 @@ database (``ovs-vsctl --db``); unset means the local default socket.
 
 Conntrack pinning: the conntrack zone gets a connection limit
 (``dpctl/ct-set-limits``, local ``ovs-vswitchd`` only): when full, new sessions
-are not committed (dropped) until existing ones expire; TCP sequence checking
+are not committed and dropped (table 43) until existing ones expire; half-open
+connections expire after SYN_TIMEOUT seconds; TCP sequence checking
 is turned off (see limit_connections). Both are per datapath, shared by every
 netdev bridge of that ``ovs-vswitchd``.
 """
@@ -23,6 +24,7 @@ from eventlet.green import subprocess
 from lbrp_app import pipeline as pl
 
 LOG = logging.getLogger("lbrp.ovsdb")
+SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open
 
 
 def _run(cmd: list[str]) -> str:
@@ -85,5 +87,7 @@ def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) 
         _vsctl("del-zone-tp", dp, f"zone={pl.CT_ZONE}")
     fin = [f"tcp_{state}={tcp_fin}" for state in ("fin_wait", "close_wait", "last_ack",
                                                   "time_wait", "close")]
+    # half-open connections (a SYN flood) must not hold the zone's slots for 30 s
     _vsctl("add-zone-tp", dp, f"zone={pl.CT_ZONE}", f"tcp_established={tcp_idle}", *fin,
+           f"tcp_syn_sent={SYN_TIMEOUT}", f"tcp_syn_recv={SYN_TIMEOUT}",
            *(f"udp_{state}={udp_idle}" for state in ("first", "single", "multiple")))

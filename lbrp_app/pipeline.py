@@ -70,8 +70,12 @@ Table 41 ``CT_REV``
 
 Table 42 ``CT_COMMIT`` (the group's resubmit target)
   100  ip_proto, reg0=service id, reg1=backend id ->
-       ct(commit, zone=CT_ZONE, nat(dst=backend:bport), exec(ct_label=...)), output:B
+       ct(commit, zone=CT_ZONE, nat(dst=backend:bport), exec(ct_label=...), table=43)
   0    drop
+
+Table 43 ``CT_SENT``
+  100  ct_state=+trk+dnat -> output:B
+  0    drop (counted: the zone is full, nothing was committed or rewritten)
 
 Removing a backend deletes its flows and flushes its connections with
 NXT_CT_FLUSH (original destination VIP:vport, reply source backend:bport).
@@ -81,7 +85,7 @@ output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32)
 backend id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so
 all the app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static,
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow), 6 fragment drop,
-7 not-SYN drop, 8 learned session. Bucket ids are backend ids, so bucket
+7 not-SYN drop, 8 learned session, 0 conntrack zone full (drop). Bucket ids are backend ids, so bucket
 counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 """
 
@@ -102,7 +106,9 @@ LEARN = 30
 CT_FWD = 40
 CT_REV = 41
 CT_COMMIT = 42
-TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN, CT_FWD, CT_REV, CT_COMMIT)
+CT_SENT = 43
+TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN, CT_FWD, CT_REV, CT_COMMIT,
+          CT_SENT)
 SESSION_TABLES = (SESSION_FWD, SESSION_REV)
 CT_ZONE = 0x4C42  # "LB": the conntrack zone of every session (conntrack pinning)
 
@@ -133,6 +139,7 @@ KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
 KIND_FRAG = 0x6
 KIND_NOT_SYN = 0x7
+KIND_CT_FULL = 0x0  # conntrack: new sessions dropped because the zone is full
 KIND_SESSION = 0x8
 OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
 OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
@@ -143,7 +150,8 @@ IP_PROTO = {"tcp": 6, "udp": 17}
 ICMP = 1
 TCP_SYN = 0x002
 TCP_SYN_MASK = 0x017  # FIN | SYN | RST | ACK
-CS_NEW, CS_EST, CS_RPL, CS_TRK = 0x01, 0x02, 0x08, 0x20  # ct_state bits
+CS_NEW, CS_EST, CS_RPL, CS_TRK, CS_DNAT = 0x01, 0x02, 0x08, 0x20, 0x80  # ct_state bits
+CT_DNATED = (CS_TRK | CS_DNAT, CS_TRK | CS_DNAT)
 CT_NEW = (CS_NEW | CS_TRK, CS_NEW | CS_TRK)
 CT_EST_ORIG = (CS_EST | CS_TRK, CS_EST | CS_RPL | CS_TRK)
 CT_EST_REPLY = (CS_EST | CS_RPL | CS_TRK, CS_EST | CS_RPL | CS_TRK)
@@ -309,7 +317,12 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
     if conntrack:
         flows += [_flow(CT_FWD, PRIO_MISS, (), (), ck),
                   _flow(CT_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
-                  _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]
+                  _flow(CT_COMMIT, PRIO_MISS, (), (), ck),
+                  # only a packet that the commit really rewrote leaves (a full zone
+                  # commits nothing and rewrites nothing)
+                  _flow(CT_SENT, PRIO_LEARN, (("ct_state", CT_DNATED),), (Output(p.backend),),
+                        ck),
+                  _flow(CT_SENT, PRIO_MISS, (), (), cookie(KIND_CT_FULL))]
         from_backend: tuple[Action, ...] = (Conntrack(CT_ZONE, table=CT_REV, nat=True),)
     else:
         flows += [_flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
@@ -378,11 +391,12 @@ def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
     key = svc.key
     ck = cookie(KIND_BACKEND, key.service_id, be.backend_id)
     label = ct_label(key, be)
-    commit = Conntrack(CT_ZONE, commit=True, nat_dst=(be.ip, be.port), label=label)
+    commit = Conntrack(CT_ZONE, table=CT_SENT, commit=True, nat_dst=(be.ip, be.port),
+                       label=label)
     match: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
                     (REG_SERVICE, key.service_id), (REG_BACKEND, be.backend_id))
     return [
-        _flow(CT_COMMIT, PRIO_LEARN, match, (commit, Output(p.backend)), ck),
+        _flow(CT_COMMIT, PRIO_LEARN, match, (commit,), ck),
         _flow(CT_FWD, PRIO_CT_EST, (("ct_state", CT_EST_ORIG), ("ct_label", label)),
               (Output(p.backend),), ck),
         _flow(CT_REV, PRIO_CT_EST, (("ct_state", CT_EST_REPLY), ("ct_label", label)),

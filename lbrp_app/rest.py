@@ -70,7 +70,12 @@ def _service_key(vip: str, proto: str, port: str) -> ServiceKey:
 def _body(req: Request) -> dict[str, Any]:
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
-    raw = req.body_file.read(MAX_BODY + 1)
+    if "chunked" in req.headers.get("Transfer-Encoding", "").lower():
+        # no Content-Length: webob would hand out an empty body; the server de-chunks
+        req.is_body_readable = True
+        raw = req.environ["wsgi.input"].read(MAX_BODY + 1)
+    else:
+        raw = req.body_file.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
     if not raw.strip():

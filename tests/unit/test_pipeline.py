@@ -196,7 +196,12 @@ def test_conntrack_pinning_commits_with_dnat_and_label() -> None:
                   if ("reg1", B1.backend_id) in f.match)
     ct = commit.actions[0]
     assert isinstance(ct, pl.Conntrack) and ct.commit and ct.nat_dst == ("10.0.1.2", 8002)
-    assert ct.label == pl.ct_label(WEB, B1) and commit.actions[1] == pl.Output(2)
+    assert ct.label == pl.ct_label(WEB, B1) and ct.table == pl.CT_SENT
+    assert len(commit.actions) == 1
+    # only what the commit really rewrote leaves: a full zone commits nothing
+    sent = {f.priority: f for f in flows_of(st, pl.CT_SENT)}
+    assert sent[pl.PRIO_LEARN].match == (("ct_state", pl.CT_DNATED),)
+    assert sent[pl.PRIO_LEARN].actions == (pl.Output(2),) and sent[pl.PRIO_MISS].actions == ()
     est = [f for f in flows_of(st, pl.CT_FWD) + flows_of(st, pl.CT_REV)
            if ("ct_label", pl.ct_label(WEB, B1)) in f.match]
     assert sorted(f.table for f in est) == [pl.CT_FWD, pl.CT_REV]

@@ -178,3 +178,21 @@ def test_openapi_document_is_served_and_lists_every_route(api: tuple[RestApi, Fa
         "/metrics",
         f"{BASE}/services/{{vip}}/{{proto}}/{{port}}",
         f"{BASE}/services/{{vip}}/{{proto}}/{{port}}/backends/{{ip}}/{{bport}}"}
+
+
+def test_chunked_bodies_are_read_not_ignored(api: tuple[RestApi, FakeApp]) -> None:
+    import io
+
+    rest, app = api
+
+    def chunked(raw: bytes) -> int:
+        req = Request.blank(SVC, method="PUT", headers={"Transfer-Encoding": "chunked"})
+        req.environ["wsgi.input"] = io.BytesIO(raw)  # the server has de-chunked it
+        req.environ.pop("CONTENT_LENGTH", None)
+        return req.get_response(rest).status_int
+
+    assert chunked(b"{oops") == 400
+    assert chunked(b'{"name": "' + b"x" * MAX_BODY + b'"}') == 413
+    assert app.applied == 0
+    assert chunked(b'{"name": "web"}') == 201
+    assert app.config.services[next(iter(app.config.services))].name == "web"

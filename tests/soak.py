@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Long soak of lbrp on the Mininet lab (not collected by pytest).
+
+Run as root from the repository::
+
+    .venv/bin/python tests/soak.py --minutes 10 [--interval 3] [--seed 1] [--pinning conntrack]
+
+For ``--minutes`` it runs, on one lab and one real controller:
+
+- long-lived TCP sessions (rounds of ``--held`` sessions in c1, each pinging its
+  backend every 0.5 s for up to a minute);
+- short TCP and UDP sessions in c2, batch after batch;
+- every ``--interval`` seconds a REST change: a backend added, reweighted or
+  removed. b1 and b2 are the *stable* backends (reweighted 1..5, never removed);
+  b3 serves the *churn* backends (added, reweighted 0..5, removed);
+- every 2 s a sample of controller and ovs-vswitchd RSS and the session tables.
+
+It checks the rules: a long-lived session on a stable backend never breaks nor
+changes backend (those on b3 may break when their backend is removed); the
+session tables never exceed ``max_sessions``; the controller's RSS does not keep
+growing; short sessions almost all succeed; the controller log has no ERROR or
+Traceback. Prints a summary and exits 1 when a rule was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import yaml
+
+from topologies.controller import Controller, free_port
+
+VIP = "13.13.13.13"
+PORT = 8000
+MAX_SESSIONS = 4000
+STABLE = ("10.0.1.2", "10.0.1.3")  # b1, b2
+CHURN_HOST = "10.0.1.4"  # b3
+CHURN_PORTS = {"tcp": (8002, 8003, 8004), "udp": (8002, 8004)}
+STABLE_PORT = {"tcp": 8002, "udp": 8003}
+
+# Long-lived sessions: each thread connects, sends HOLD, then PING every 0.5 s for
+# SECONDS; per backend name: ok, broken (error after the first answer or no
+# answer at all) and changed (answers from two backends). ONE JSON line.
+HOLDER = r"""
+import json, socket, sys, threading, time
+vip, port, n, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+out, lock = {}, threading.Lock()
+def one():
+    first, kind = "?", "ok"
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((vip, port))
+        s.sendall(b"HOLD\n")
+        end = time.time() + seconds
+        buf = b""
+        while True:
+            s.sendall(b"PING\n")
+            while b"\n" not in buf:
+                chunk = s.recv(256)
+                if not chunk:
+                    raise OSError("closed")
+                buf += chunk
+            line, _, buf = buf.partition(b"\n")
+            name = line.decode().strip()
+            if first == "?":
+                first = name
+            elif name != first:
+                kind = "changed"
+                break
+            if time.time() >= end:
+                break
+            time.sleep(0.5)
+    except OSError:
+        kind = "broken"
+    finally:
+        s.close()
+    with lock:
+        d = out.setdefault(first, {"ok": 0, "broken": 0, "changed": 0})
+        d[kind] += 1
+threads = [threading.Thread(target=one) for _ in range(n)]
+for t in threads:
+    t.start()
+    time.sleep(0.01)
+for t in threads:
+    t.join()
+print(json.dumps(out))
+"""
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=30,
+                          check=False).stdout
+
+
+def rss_mib(pid: int | None) -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def vswitchd_pid() -> int | None:
+    try:
+        return int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def table_flows(net: Any, table: int) -> int:
+    m = re.search(r"flow_count=(\d+)", net.lb_ofctl("dump-aggregate", f"table={table}"))
+    return int(m.group(1)) if m else -1
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class Soak:
+    """One soak run: lab, controller, load, churn, samples, verdict."""
+
+    def __init__(self, args: argparse.Namespace, net: Any, ctl: Controller) -> None:
+        self.args = args
+        self.net = net
+        self.ctl = ctl
+        self.rng = random.Random(args.seed)
+        self.end = time.monotonic() + args.minutes * 60
+        self.lock = threading.Lock()
+        self.problems: list[str] = []
+        self.changes = {"add": 0, "reweight": 0, "remove": 0}
+        self.rest_ms: list[float] = []
+        self.held: dict[str, dict[str, int]] = {}
+        self.rounds = 0
+        self.short = {"tcp": [0, 0], "udp": [0, 0]}  # ok, failed
+        self.samples: list[dict[str, float]] = []
+
+    def problem(self, text: str) -> None:
+        with self.lock:
+            self.problems.append(text)
+        print(f"PROBLEM: {text}", flush=True)
+
+    # --- load
+    def held_loop(self) -> None:
+        while (left := self.end - time.monotonic()) > 10:
+            seconds = min(60.0, left - 5)
+            p = self.net.popen_tracked(
+                self.net.clients[0], [sys.executable, "-c", HOLDER, VIP, str(PORT),
+                                      str(self.args.held), str(seconds)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            out, err = p.communicate(timeout=seconds + 60)
+            if not out.strip():
+                self.problem(f"holder printed nothing: {err[-500:]}")
+                continue
+            res = json.loads(out.strip().splitlines()[-1])
+            with self.lock:
+                self.rounds += 1
+                for name, d in res.items():
+                    acc = self.held.setdefault(name, {"ok": 0, "broken": 0, "changed": 0})
+                    for k, v in d.items():
+                        acc[k] += v
+            for name, d in res.items():
+                if name in ("b1", "b2") and (d["broken"] or d["changed"]):
+                    self.problem(f"long-lived sessions on stable backend {name} broke: {d}")
+                if name == "?" and d["broken"]:
+                    self.problem(f"{d['broken']} long-lived sessions never got an answer")
+
+    def short_loop(self) -> None:
+        while self.end - time.monotonic() > 3:
+            for proto in ("tcp", "udp"):
+                try:
+                    res = self.net.run_client(self.net.clients[1], VIP, proto, PORT,
+                                              sessions=100, concurrency=5, timeout=2)
+                except Exception as exc:  # noqa: BLE001 - report, keep soaking
+                    self.problem(f"short {proto} client failed: {exc}")
+                    continue
+                with self.lock:
+                    self.short[proto][0] += res["ok"]
+                    self.short[proto][1] += res["failed"]
+            time.sleep(0.2)
+
+    # --- churn
+    def service(self, proto: str) -> dict[str, Any]:
+        status, svc = self.ctl.request("GET", f"/services/{VIP}/{proto}/{PORT}")
+        if status != 200:
+            raise RuntimeError(f"GET service: {status} {svc}")
+        return svc
+
+    def rest(self, method: str, path: str, body: Any = None) -> int:
+        t = time.perf_counter()
+        status, out = self.ctl.request(method, path, body)
+        self.rest_ms.append((time.perf_counter() - t) * 1000)
+        if status >= 300:
+            self.problem(f"{method} {path} {body}: {status} {out}")
+        return status
+
+    def churn_once(self) -> None:
+        proto = self.rng.choice(("tcp", "udp"))
+        have = {(b["ip"], b["port"]) for b in self.service(proto)["backends"]}
+        base = f"/services/{VIP}/{proto}/{PORT}/backends"
+        absent = [p for p in CHURN_PORTS[proto] if (CHURN_HOST, p) not in have]
+        present = [p for p in CHURN_PORTS[proto] if (CHURN_HOST, p) in have]
+        action = self.rng.choice(["add", "reweight", "remove"])
+        if action == "add" and absent:
+            port = self.rng.choice(absent)
+            self.rest("PUT", f"{base}/{CHURN_HOST}/{port}", {"weight": self.rng.randint(1, 5)})
+        elif action == "remove" and present:
+            self.rest("DELETE", f"{base}/{CHURN_HOST}/{self.rng.choice(present)}")
+        else:
+            action = "reweight"
+            ip, port = self.rng.choice(sorted(have))
+            weight = self.rng.randint(0 if ip == CHURN_HOST else 1, 5)
+            self.rest("PUT", f"{base}/{ip}/{port}", {"weight": weight})
+        self.changes[action] += 1
+
+    # --- samples
+    def sample(self) -> None:
+        if self.args.pinning == "learn":
+            fwd, rev = table_flows(self.net, 10), table_flows(self.net, 11)
+        else:  # connections in the sessions' conntrack zone (lbrp_app.pipeline.CT_ZONE)
+            fwd = rev = len(sh("ovs-appctl", "dpctl/dump-conntrack", "zone=19522")
+                            .splitlines())
+        s = {"t": time.monotonic(), "ctl_rss": rss_mib(self.ctl.proc.pid if self.ctl.proc
+                                                      else None),
+             "ovs_rss": rss_mib(vswitchd_pid()), "fwd": fwd, "rev": rev}
+        self.samples.append(s)
+        if max(fwd, rev) > MAX_SESSIONS:
+            self.problem(f"session tables over the bound: {fwd}/{rev} > {MAX_SESSIONS}")
+        if self.ctl.proc is None or self.ctl.proc.poll() is not None:
+            self.problem("the controller exited")
+            raise SystemExit(1)
+
+    def run(self) -> int:
+        threads = [threading.Thread(target=self.held_loop, daemon=True),
+                   threading.Thread(target=self.short_loop, daemon=True)]
+        for t in threads:
+            t.start()
+        next_change = time.monotonic() + self.args.interval
+        next_report = time.monotonic() + 60
+        while time.monotonic() < self.end:
+            self.sample()
+            if time.monotonic() >= next_change:
+                self.churn_once()
+                next_change += self.args.interval
+            if time.monotonic() >= next_report:
+                s = self.samples[-1]
+                print(f"[{(time.monotonic() - self.end) / 60 + self.args.minutes:5.1f} min] "
+                      f"changes {self.changes} held rounds {self.rounds} short {self.short} "
+                      f"ctl RSS {s['ctl_rss']:.1f} MiB sessions {s['fwd']}/{s['rev']}",
+                      flush=True)
+                next_report += 60
+            time.sleep(2)
+        for t in threads:
+            t.join(timeout=120)
+        return self.verdict()
+
+    def verdict(self) -> int:
+        log = self.ctl.log_path.read_text(errors="replace")
+        bad_lines = [ln for ln in log.splitlines() if "ERROR" in ln or "Traceback" in ln]
+        if bad_lines:
+            self.problem(f"{len(bad_lines)} ERROR/Traceback lines in the controller log, "
+                         f"first: {bad_lines[0]}")
+        warm = [s for s in self.samples if s["t"] - self.samples[0]["t"] >= 30] or self.samples
+        ctl_start, ctl_max, ctl_end = warm[0]["ctl_rss"], max(s["ctl_rss"] for s in warm), \
+            warm[-1]["ctl_rss"]
+        if ctl_end - ctl_start > self.args.rss_growth:
+            self.problem(f"controller RSS grew {ctl_end - ctl_start:.1f} MiB "
+                         f"(> {self.args.rss_growth} MiB)")
+        for proto, (ok, failed) in self.short.items():
+            if ok + failed and failed / (ok + failed) > 0.01:
+                self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
+        if not self.rounds:
+            self.problem("no round of long-lived sessions completed")
+        summary = {
+            "minutes": self.args.minutes,
+            "changes": self.changes,
+            "rest_ms_p50": round(statistics.median(self.rest_ms), 1) if self.rest_ms else None,
+            "rest_ms_p99": round(pct(self.rest_ms, 99), 1),
+            "held_rounds": self.rounds,
+            "held_by_backend": self.held,
+            "short_sessions": {p: {"ok": v[0], "failed": v[1]} for p, v in self.short.items()},
+            "controller_rss_mib": {"after_warmup": round(ctl_start, 1), "max": round(ctl_max, 1),
+                                   "end": round(ctl_end, 1)},
+            "vswitchd_rss_mib": {"start": round(self.samples[0]["ovs_rss"], 1),
+                                 "max": round(max(s["ovs_rss"] for s in self.samples), 1),
+                                 "end": round(self.samples[-1]["ovs_rss"], 1)},
+            "session_tables_max": [max(s["fwd"] for s in self.samples),
+                                   max(s["rev"] for s in self.samples)],
+            "session_bound": MAX_SESSIONS,
+            "log_error_lines": len(bad_lines),
+            "problems": self.problems,
+        }
+        print(json.dumps(summary, indent=1))
+        print("SOAK " + ("PASSED" if not self.problems else f"FAILED ({len(self.problems)})"))
+        return 0 if not self.problems else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, build the lab and the controller, soak."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--interval", type=float, default=3.0, help="seconds between REST changes")
+    p.add_argument("--held", type=int, default=40, help="long-lived sessions per round")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--pinning", choices=("learn", "conntrack"), default="learn",
+                   help="session_pinning mode")
+    p.add_argument("--rss-growth", type=float, default=20.0,
+                   help="MiB the controller's RSS may grow after warm-up")
+    args = p.parse_args(argv)
+    from topologies.lbrp_topo import lab, lab_unavailable_reason
+
+    reason = lab_unavailable_reason()
+    if reason:
+        print(f"soak: lab unavailable: {reason}", file=sys.stderr)
+        return 2
+    services = []
+    for proto in ("tcp", "udp"):
+        services.append({"vip": VIP, "proto": proto, "port": PORT, "backends": [
+            {"ip": ip, "port": STABLE_PORT[proto], "weight": 2} for ip in STABLE]
+            + [{"ip": CHURN_HOST, "port": CHURN_PORTS[proto][0], "weight": 1}]})
+    cfg = {"session_pinning": args.pinning, "max_sessions": MAX_SESSIONS, "stats_interval": 2, "tcp_idle_timeout": 30,
+           "udp_idle_timeout": 10, "tcp_fin_timeout": 1, "services": services}
+    with tempfile.TemporaryDirectory(prefix="lbrp-soak-") as tmp, \
+            lab(n_clients=2, n_backends=3, of_port=free_port(), servers=True,
+                lock_timeout=3600) as net:
+        path = Path(tmp) / "lbrp.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        ctl = Controller(path, net.of_port, log_dir=Path(tmp)).start()
+        try:
+            ctl.wait_programmed(net.lb_dpid)
+            print(f"soak ({args.pinning}): {args.minutes} min, a REST change every "
+                  f"{args.interval} s, "
+                  f"{args.held} long-lived sessions per round", flush=True)
+            return Soak(args, net, ctl).run()
+        finally:
+            ctl.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
