@@ -52,6 +52,7 @@ class Switch:
     bridge: str | None = None
     connected_at: float = field(default_factory=time.time)
     error: str | None = None
+    state: pl.State | None = None  # what is programmed on it now
 
 
 class LbrpApp(app_manager.OSKenApp):
@@ -152,6 +153,8 @@ class LbrpApp(app_manager.OSKenApp):
                 try:
                     settings = self.config.settings
                     sw.bridge = ovsdb.limit_sessions(dp.id, settings.max_sessions)
+                    if settings.datapath_max_idle_ms:
+                        ovsdb.datapath_max_idle(settings.datapath_max_idle_ms)
                     if settings.session_pinning == "conntrack":
                         ovsdb.limit_connections(settings.max_sessions)
                         ovsdb.conntrack_timeouts(sw.bridge, settings.tcp_idle_timeout,
@@ -165,6 +168,7 @@ class LbrpApp(app_manager.OSKenApp):
                 commit(dp, self.tracker, ofmsg.reconcile_messages(
                     dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
                 sw.programmed = True
+                sw.state = state
                 sw.error = None
                 self.last_reconcile = time.time()
                 LOG.info("switch %016x programmed: %d flows, %d groups in %.3f s", dp.id,
@@ -263,12 +267,15 @@ class LbrpApp(app_manager.OSKenApp):
             old = self.config
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []
+            states: dict[pl.Ports, pl.State] = {}
             try:
                 for sw in self.programmed_switches():
                     assert sw.ports is not None
-                    d = pl.diff(pl.desired_state(old, sw.ports), pl.desired_state(new, sw.ports),
-                                purge)
-                    self._apply_diff(sw, d, new)
+                    if sw.ports not in states:
+                        states[sw.ports] = pl.desired_state(new, sw.ports)
+                    before = sw.state or pl.desired_state(old, sw.ports)
+                    self._apply_diff(sw, pl.diff(before, states[sw.ports], purge), new)
+                    sw.state = states[sw.ports]
                     done.append(sw)
             except SwitchError as exc:
                 self._roll_back(done, new, old)
@@ -294,9 +301,11 @@ class LbrpApp(app_manager.OSKenApp):
     def _roll_back(self, switches: list[Switch], new: Config, old: Config) -> None:
         for sw in switches:
             assert sw.ports is not None
-            d = pl.diff(pl.desired_state(new, sw.ports), pl.desired_state(old, sw.ports))
+            before = pl.desired_state(old, sw.ports)
+            d = pl.diff(sw.state or pl.desired_state(new, sw.ports), before)
             try:
                 self._apply_diff(sw, d, old)
+                sw.state = before
             except SwitchError as exc:
                 LOG.error("switch %016x: rollback failed (%s); reprogramming", sw.dp.id, exc)
                 sw.programmed = False

@@ -91,3 +91,12 @@ def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) 
     _vsctl("add-zone-tp", dp, f"zone={pl.CT_ZONE}", f"tcp_established={tcp_idle}", *fin,
            f"tcp_syn_sent={SYN_TIMEOUT}", f"tcp_syn_recv={SYN_TIMEOUT}",
            *(f"udp_{state}={udp_idle}" for state in ("first", "single", "multiple")))
+
+
+def datapath_max_idle(ms: int) -> None:
+    """Expire idle datapath flows after ``ms`` (OVS default 10 s). Global to ovs-vswitchd.
+
+    Learn pinning makes OVS revalidate every datapath flow after each learned flow;
+    fewer idle datapath flows make that cheaper.
+    """
+    _vsctl("set", "Open_vSwitch", ".", f"other_config:max-idle={ms}")

@@ -91,11 +91,12 @@ counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from lbrp_app.model import Backend, Config, Service, ServiceKey
+from lbrp_app.model import Backend, Config, Service, ServiceKey, Settings
 
 # Tables.
 CLASSIFY = 0
@@ -404,10 +405,9 @@ def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
     ]
 
 
-def learn_flow(svc: Service, be: Backend, p: Ports, cfg: Config) -> Flow:
+def learn_flow(svc: Service, be: Backend, p: Ports, s: Settings) -> Flow:
     """The LEARN-table flow of one backend: pins the session both ways, then outputs."""
     key = svc.key
-    s = cfg.settings
     src, dst = _l4(key.proto)
     proto = IP_PROTO[key.proto]
     vip = int(ipaddress.IPv4Address(key.vip))
@@ -499,6 +499,17 @@ def service_group(svc: Service, conntrack: bool = False) -> Group:
     return Group(key.service_id, buckets)
 
 
+@functools.lru_cache(maxsize=65536)
+def _service_state(svc: Service, p: Ports, settings: Settings) -> tuple[tuple[Flow, ...], Group]:
+    """Flows and group of one service. Memoised: a change to one service of thousands
+    rebuilds only that service (the rest come back as the very same objects)."""
+    ct = settings.session_pinning == "conntrack"
+    flows = service_flows(svc, p, ct)
+    for be in svc.backends:
+        flows += conntrack_flows(svc, be, p) if ct else [learn_flow(svc, be, p, settings)]
+    return tuple(flows), service_group(svc, ct)
+
+
 def desired_state(cfg: Config, p: Ports) -> State:
     """All flows and groups the app owns for ``cfg`` on a switch with ports ``p``."""
     ct = cfg.settings.session_pinning == "conntrack"
@@ -506,11 +517,10 @@ def desired_state(cfg: Config, p: Ports) -> State:
     for vip in cfg.vips():
         flows += vip_flows(vip, p)
     groups: dict[int, Group] = {}
-    for svc in cfg.sorted_services():
-        flows += service_flows(svc, p, ct)
-        for be in svc.backends:
-            flows += conntrack_flows(svc, be, p) if ct else [learn_flow(svc, be, p, cfg)]
-        groups[svc.key.service_id] = service_group(svc, ct)
+    for svc in cfg.services.values():
+        svc_flows, group = _service_state(svc, p, cfg.settings)
+        flows += svc_flows
+        groups[svc.key.service_id] = group
     return State({f.key: f for f in flows}, groups)
 
 
@@ -559,15 +569,16 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
 
 def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:
     """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match)."""
-    add = tuple(f for k, f in new.flows.items() if k not in old.flows)
-    mod = tuple(f for k, f in new.flows.items() if k in old.flows and old.flows[k] != f
-                and old.flows[k].cookie == f.cookie)
+    changed = [(old.flows.get(k), f) for k, f in new.flows.items()
+               if old.flows.get(k) is not f and old.flows.get(k) != f]
+    add = tuple(f for was, f in changed if was is None)
+    mod = tuple(f for was, f in changed if was is not None and was.cookie == f.cookie)
     # OpenFlow 1.1+ never changes a cookie on modify: a flow whose cookie changes is
     # replaced by an add of the same match and priority (atomic on the switch).
-    add += tuple(f for k, f in new.flows.items() if k in old.flows
-                 and old.flows[k].cookie != f.cookie)
+    add += tuple(f for was, f in changed if was is not None and was.cookie != f.cookie)
     dele = tuple(f for k, f in old.flows.items() if k not in new.flows)
     gadd = tuple(g for i, g in new.groups.items() if i not in old.groups)
-    gmod = tuple(g for i, g in new.groups.items() if i in old.groups and old.groups[i] != g)
+    gmod = tuple(g for i, g in new.groups.items() if i in old.groups
+                 and old.groups[i] is not g and old.groups[i] != g)
     gdel = tuple(i for i in old.groups if i not in new.groups)
     return Diff(add, mod, dele, gadd, gmod, gdel, tuple(purge or ()))
