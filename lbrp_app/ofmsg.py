@@ -181,14 +181,18 @@ def _addr(ip: str) -> bytes:
 def ct_flush(parser: ModuleType, purge: pl.Purge) -> Any:
     """NXT_CT_FLUSH of the conntrack entries of a purge (os-ken has no class for it).
 
-    Matches the original direction's destination (VIP and port: the service) and,
-    for one backend, the reply direction's source (the backend's address and port).
+    A whole service: the original direction's destination (VIP and port). One
+    backend: the reply direction's source (its address and port), so a backend
+    shared by two services of the same protocol loses the other's sessions too.
     """
     key = purge.service
     body = struct.pack("!BB6x", pl.IP_PROTO[key.proto], 0)
-    body += _nested(NXT_CT_ORIG_DIRECTION, _prop(NXT_CT_DST, _addr(key.vip))
-                    + _prop(NXT_CT_DST_PORT, struct.pack("!HH", key.port, 0)))
-    if purge.backend is not None:
+    if purge.backend is None:
+        body += _nested(NXT_CT_ORIG_DIRECTION, _prop(NXT_CT_DST, _addr(key.vip))
+                        + _prop(NXT_CT_DST_PORT, struct.pack("!HH", key.port, 0)))
+    else:
+        # OVS 3.1 flushes nothing when partial original and reply tuples are both given
+        # (measured): a backend's connections are selected by the reply source alone
         be = purge.backend
         body += _nested(NXT_CT_REPLY_DIRECTION, _prop(NXT_CT_SRC, _addr(be.ip))
                         + _prop(NXT_CT_SRC_PORT, struct.pack("!HH", be.port, 0)))

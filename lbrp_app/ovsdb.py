@@ -24,7 +24,7 @@ from eventlet.green import subprocess
 from lbrp_app import pipeline as pl
 
 LOG = logging.getLogger("lbrp.ovsdb")
-SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open
+SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open (UDP: one-way)
 
 
 def _run(cmd: list[str]) -> str:
@@ -90,7 +90,7 @@ def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) 
     # half-open connections (a SYN flood) must not hold the zone's slots for 30 s
     _vsctl("add-zone-tp", dp, f"zone={pl.CT_ZONE}", f"tcp_established={tcp_idle}", *fin,
            f"tcp_syn_sent={SYN_TIMEOUT}", f"tcp_syn_recv={SYN_TIMEOUT}",
-           *(f"udp_{state}={udp_idle}" for state in ("first", "single", "multiple")))
+           f"udp_first={SYN_TIMEOUT}", f"udp_single={SYN_TIMEOUT}", f"udp_multiple={udp_idle}")
 
 
 def datapath_max_idle(ms: int) -> None:

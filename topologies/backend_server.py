@@ -5,8 +5,8 @@ Run inside a backend host::
 
     python3 backend_server.py --name b1 --tcp 8002 --udp 8002 [--tcp 8003 ...]
 
-TCP: each connection's request is read up to a newline, EOF or 0.5 s, then the
-server answers ``<name>\\n`` and closes. If the first line is ``HOLD`` the
+TCP: each connection's request is read up to a newline, EOF or 0.5 s
+(``--request-timeout``), then the server answers ``<name>\\n`` and closes. If the first line is ``HOLD`` the
 connection stays open and every later line (``PING``) is answered with
 ``<name>\\n`` until the client closes. UDP: every datagram is answered with
 ``<name>\\n`` to its sender.
@@ -36,8 +36,9 @@ LISTEN_BACKLOG = 4096
 class TcpSession(asyncio.Protocol):
     """One TCP connection: reply once, or keep answering in HOLD mode."""
 
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.reply = reply
+        self.request_timeout = request_timeout
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.hold = False
@@ -47,7 +48,7 @@ class TcpSession(asyncio.Protocol):
         """Start the request timer."""
         self.transport = transport  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(REQUEST_TIMEOUT_S, self._answer_and_close)
+        self.timer = loop.call_later(self.request_timeout, self._answer_and_close)
 
     def data_received(self, data: bytes) -> None:
         """Collect request bytes; act on complete lines."""
@@ -144,7 +145,8 @@ def make_socket(kind: int, port: int, bind: str | None) -> socket.socket:
 
 
 async def serve(name: str, tcp_ports: list[int], udp_ports: list[int],
-                bind: str | None, stdin_eof_stops: bool = False) -> None:
+                bind: str | None, stdin_eof_stops: bool = False,
+                request_timeout: float = REQUEST_TIMEOUT_S) -> None:
     """Open every listener, print READY, run until SIGTERM/SIGINT (or stdin EOF)."""
     loop = asyncio.get_running_loop()
     reply = (name + "\n").encode()
@@ -153,7 +155,7 @@ async def serve(name: str, tcp_ports: list[int], udp_ports: list[int],
     for port in tcp_ports:
         sock = make_socket(socket.SOCK_STREAM, port, bind)
         servers.append(await loop.create_server(
-            lambda: TcpSession(reply), sock=sock, backlog=LISTEN_BACKLOG))
+            lambda: TcpSession(reply, request_timeout), sock=sock, backlog=LISTEN_BACKLOG))
     for port in udp_ports:
         sock = make_socket(socket.SOCK_DGRAM, port, bind)
         transport, _ = await loop.create_datagram_endpoint(
@@ -194,9 +196,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="address to bind (default: dual-stack ::, else 0.0.0.0)")
     p.add_argument("--stop-on-stdin-eof", action="store_true",
                    help="exit when stdin closes (the parent died): no orphans")
+    p.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT_S,
+                   metavar="SECONDS",
+                   help="answer and close a TCP connection whose first line has not come "
+                        f"after this long (default {REQUEST_TIMEOUT_S})")
     args = p.parse_args(argv)
     if not args.tcp and not args.udp:
         p.error("give at least one --tcp or --udp port")
+    if args.request_timeout <= 0:
+        p.error("--request-timeout must be > 0")
     return args
 
 
@@ -205,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.name, args.tcp, args.udp, args.bind,
-                          args.stop_on_stdin_eof))
+                          args.stop_on_stdin_eof, args.request_timeout))
     return 0
 
 

@@ -4,7 +4,7 @@
 Run inside a client host::
 
     python3 client.py --vip 13.13.13.13 --proto tcp --port 8000 --sessions 1000 \\
-        [--concurrency 20] [--timeout 2] [--src-port-base N] [--hold S]
+        [--concurrency 20] [--timeout 2] [--src-port-base N] [--hold S] [--duration S]
 
 TCP session: connect, send a line, read the backend's name, close. UDP session:
 a fresh socket (new source port) per session, send one datagram, read the reply.
@@ -20,7 +20,10 @@ UDP (null when no session succeeded). ``errors`` counts failures by kind:
 With ``--hold S`` (TCP) each session sends ``HOLD`` and then ``PING`` every
 ``--ping-interval`` seconds for S seconds; a session whose answers change
 backend counts in ``changed_backend`` and as failed. Every socket operation
-has a timeout, so the run always ends. Stdlib only.
+has a timeout, so the run always ends. With ``--duration S`` no new session
+starts after S seconds (``--sessions`` stays the upper bound); ``started``
+then tells how many sessions ran and ``sessions_per_s`` is per started
+session. Stdlib only.
 """
 
 from __future__ import annotations
@@ -125,10 +128,13 @@ class Runner:
         self.next_index = 0
         self.index_lock = threading.Lock()
         self.totals = Totals()
+        self.stop_at: float | None = None
 
     def _take(self) -> int | None:
         with self.index_lock:
             if self.next_index >= self.args.sessions:
+                return None
+            if self.stop_at is not None and time.monotonic() >= self.stop_at:
                 return None
             i = self.next_index
             self.next_index += 1
@@ -222,6 +228,8 @@ class Runner:
         threads = [threading.Thread(target=self.worker, daemon=True)
                    for _ in range(n_threads)]
         t0 = time.perf_counter()
+        if a.duration is not None:
+            self.stop_at = time.monotonic() + a.duration
         for t in threads:
             t.start()
         for t in threads:
@@ -236,7 +244,7 @@ class Runner:
             "connect_ms_p50": percentile(tot.connect_ms, 50),
             "connect_ms_p99": percentile(tot.connect_ms, 99),
             "errors": dict(sorted(tot.errors.items())),
-            "sessions_per_s": round(a.sessions / elapsed, 1) if elapsed > 0 else None,
+            "sessions_per_s": round(self.next_index / elapsed, 1) if elapsed > 0 else None,
             "proto": a.proto,
             "vip": a.vip,
             "port": a.port,
@@ -244,6 +252,9 @@ class Runner:
         }
         if a.hold is not None:
             summary["changed_backend"] = tot.changed
+        if a.duration is not None:
+            summary["duration_s"] = a.duration
+            summary["started"] = self.next_index
         return summary
 
 
@@ -264,6 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hold", type=float, default=None, metavar="SECONDS",
                    help="TCP: keep each session open this long, pinging")
     p.add_argument("--ping-interval", type=float, default=0.2)
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="start no new session after this many seconds")
     args = p.parse_args(argv)
     if args.sessions < 0 or args.concurrency < 1 or args.timeout <= 0:
         p.error("--sessions >= 0, --concurrency >= 1 and --timeout > 0 please")
@@ -271,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--src-port-base must be in 1..65535")
     if args.hold is not None and args.proto != "tcp":
         p.error("--hold is for TCP only")
+    if args.duration is not None and args.duration <= 0:
+        p.error("--duration must be > 0")
     return args
 
 

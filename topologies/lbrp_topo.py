@@ -637,17 +637,22 @@ class LbrpNet(Mininet):
     def start_backend_servers(self, tcp_ports: Sequence[int] = DEFAULT_SERVER_PORTS,
                               udp_ports: Sequence[int] = DEFAULT_SERVER_PORTS,
                               backends: Sequence[Node] | None = None,
-                              timeout: float = 15.0) -> list[subprocess.Popen]:
-        """Run backend_server.py in every backend (or the given ones); wait for READY."""
+                              timeout: float = 15.0, extra_args: Sequence[str] = (),
+                              log_suffix: str = "") -> list[subprocess.Popen]:
+        """Run backend_server.py in every backend (or the given ones); wait for READY.
+
+        ``extra_args`` are added to backend_server.py's command line;
+        ``log_suffix`` tells apart the logs of several servers per backend.
+        """
         started: list[tuple[Node, subprocess.Popen, str]] = []
         for b in (self.backends if backends is None else backends):
             args = [sys.executable, str(BACKEND_SERVER), "--name", b.name,
-                    "--stop-on-stdin-eof"]
+                    "--stop-on-stdin-eof", *extra_args]
             for port in tcp_ports:
                 args += ["--tcp", str(port)]
             for port in udp_ports:
                 args += ["--udp", str(port)]
-            log = os.path.join(self.logdir, f"server-{b.name}.log")
+            log = os.path.join(self.logdir, f"server-{b.name}{log_suffix}.log")
             with open(log, "w") as errf:
                 # stdin is a pipe we keep open: if this process dies, the server exits
                 p = self.popen_tracked(b, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
