@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
 
 import yaml
 
+from tests.integration.test_reliability import rss_mib
 from topologies.controller import Controller, free_port
 
 VIP = "13.13.13.13"
@@ -106,15 +107,6 @@ print(json.dumps(out))
 def sh(*args: str) -> str:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=30,
                           check=False).stdout
-
-
-def rss_mib(pid: int | None) -> float:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) / 1024 if m else 0.0
 
 
 def vswitchd_pid() -> int | None:
