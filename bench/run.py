@@ -18,8 +18,9 @@ plain, select, lbrp-<mode>, plain, ...):
 - ``lbrp-<mode>``: the real ``osken-manager lbrp_app`` with a YAML config
   (``session_pinning: <mode>``); the client talks to the VIP 13.13.13.13.
 
-Phases (each builds its own lab and releases the lock when done, so other
-users of the lab wait at most one phase):
+Phases (each builds its own lab, the traffic phase one per round, and leaves
+the lab lock free for 3 s before the next, so other users of the lab wait at
+most one phase or round):
 
 1. ``traffic``: per round and setup, TCP throughput (iperf3 c1 -> b1:5201,
    ``--iperf-s`` s) then new sessions/s with connect p50/p99 (client.py
@@ -112,6 +113,9 @@ EXTRA_CLIENT_IPS = [f"10.0.0.{101 + i}" for i in range(3 * HELD_ADDRS_PER_SETUP)
 another's (address, port) pairs (a stale socket on a backend would reset them)."""
 HELD_PORTS = (8100, 8101, 8102, 8103)
 """Ports of the held phase's servers: one backend_server.py process per backend and port."""
+LOCK_PAUSE_S = 3.0
+"""Seconds between two labs of one run: the lab lock is not fair, so without a pause
+the next phase would take it back at once and others' tests would wait for the whole run."""
 SETTLE_MAX_FLOWS = 32
 """Lab TCP/UDP datapath flows that may remain when a run starts."""
 VERIFY_RATE = 10_000
@@ -878,37 +882,48 @@ def ovs_costs(delta: dict[str, Any], sessions: int) -> dict[str, Any]:
 def phase_traffic(opts: Options, work: Path, out: dict[str, Any]) -> None:
     """Alternating rounds: per setup, iperf3 then new sessions."""
     rounds: list[dict[str, Any]] = out.setdefault("rounds", [])
-    with bench_lab(opts, work, servers=True) as b:
-        out["unavailable"] = b.unavailable
-        out["settles"] = b.settles
-        srcs = iter(fresh_sources(b.net, opts.rounds * len(opts.setups), 140))
-        for r in range(opts.rounds):
+    unavailable: dict[str, str] = out.setdefault("unavailable", {})
+    settles: list[dict[str, Any]] = out.setdefault("settles", [])
+    for r in range(opts.rounds):
+        if r:
+            yield_lock()
+        # one lab per round: others waiting for the lab lock get it between rounds
+        with bench_lab(opts, work, servers=True) as b:
+            b.unavailable = unavailable
+            b.settles = settles
+            srcs = iter(fresh_sources(b.net, len(opts.setups), 140 + r * len(opts.setups)))
             for setup in opts.setups:
                 src = next(srcs)
                 if not b.use(setup):
                     continue
-                rec: dict[str, Any] = {"round": r + 1, "setup": setup,
-                                       "started": dt.datetime.now().isoformat()}
-                log(f"round {r + 1}/{opts.rounds} {setup}: iperf3 {opts.iperf_s:g} s")
-                rec["iperf"] = run_iperf(b, setup)
-                b.settle()
-                log(f"round {r + 1}/{opts.rounds} {setup}: sessions {opts.session_s:g} s")
-                s0 = snapshot()
-                sess = run_sessions(b, setup, src)
-                time.sleep(1.5)  # coverage totals are folded in about every second
-                s1 = snapshot()
-                delta = diff(s0, s1)
-                delta["dp_flows_after"] = dp_flow_split()
-                rec["sessions"] = sess
-                rec["ovs"] = delta
-                rec["costs"] = ovs_costs(delta, sess["ok"] + sess["failed"])
-                rec["lb_flows"] = {"table10": flow_count(10), "table11": flow_count(11),
-                                   "all": flow_count()}
-                rounds.append(rec)
-                log(f"  {setup}: {sess['ok_per_s']} sessions/s, p50 {sess['connect_ms_p50']} "
-                    f"ms, p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}, "
-                    f"iperf {rec['iperf'].get('received_gbps')} Gbit/s, "
-                    f"xlate/session {rec['costs']['per_session']['xlate_actions']}")
+                rounds.append(traffic_round(b, r, setup, src))
+
+
+def traffic_round(b: Bench, r: int, setup: str, src: str) -> dict[str, Any]:
+    """One setup's turn in round ``r``: iperf3, then new sessions from ``src``."""
+    opts = b.opts
+    rec: dict[str, Any] = {"round": r + 1, "setup": setup,
+                           "started": dt.datetime.now().isoformat()}
+    log(f"round {r + 1}/{opts.rounds} {setup}: iperf3 {opts.iperf_s:g} s")
+    rec["iperf"] = run_iperf(b, setup)
+    b.settle()
+    log(f"round {r + 1}/{opts.rounds} {setup}: sessions {opts.session_s:g} s")
+    s0 = snapshot()
+    sess = run_sessions(b, setup, src)
+    time.sleep(1.5)  # coverage totals are folded in about every second
+    s1 = snapshot()
+    delta = diff(s0, s1)
+    delta["dp_flows_after"] = dp_flow_split()
+    rec["sessions"] = sess
+    rec["ovs"] = delta
+    rec["costs"] = ovs_costs(delta, sess["ok"] + sess["failed"])
+    rec["lb_flows"] = {"table10": flow_count(10), "table11": flow_count(11),
+                       "all": flow_count()}
+    log(f"  {setup}: {sess['ok_per_s']} sessions/s, p50 {sess['connect_ms_p50']} "
+        f"ms, p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}, "
+        f"iperf {rec['iperf'].get('received_gbps')} Gbit/s, "
+        f"xlate/session {rec['costs']['per_session']['xlate_actions']}")
+    return rec
 
 
 def held_backends() -> list[tuple[str, int]]:
@@ -1431,6 +1446,12 @@ def interesting(path: Path, keep: int = 30) -> list[str]:
     return lines[-keep:]
 
 
+def yield_lock(seconds: float = LOCK_PAUSE_S) -> None:
+    """Pause between labs so that someone waiting for the lab lock gets it first."""
+    log(f"lab lock released for {seconds:g} s (others may take it; then we wait)")
+    time.sleep(seconds)
+
+
 def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1482,7 +1503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rc = 0
     t_all = time.monotonic()
     try:
-        for name in opts.phases:
+        for i, name in enumerate(opts.phases):
+            if i:
+                yield_lock()
             t0 = time.monotonic()
             log(f"phase {name}")
             data: dict[str, Any] = {}
@@ -1494,10 +1517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(f"phase {name} failed: {data['error']}")
                 rc = 1
             data["seconds"] = round(time.monotonic() - t0, 1)
-    except KeyboardInterrupt:
-        res["interrupted"] = True
+    except KeyboardInterrupt as exc:
+        res["interrupted"] = str(exc) or "SIGINT"
         rc = 130
-        log("interrupted: lab and controller stopped")
+        log(f"interrupted ({res['interrupted']}): lab and controller stopped")
+        # keep a previous complete result: the partial one goes next to it
+        opts.out = opts.out.with_name(opts.out.stem + "-interrupted.json")
     finally:
         res["finished"] = dt.datetime.now().astimezone().isoformat()
         res["seconds"] = round(time.monotonic() - t_all, 1)
