@@ -173,6 +173,7 @@ class Options:
     select_baseline: bool
     settle_timeout: float
     app_src: Path | None
+    settings: dict[str, Any]
 
     @property
     def setups(self) -> list[str]:
@@ -216,6 +217,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--app-src", type=Path, default=None, metavar="DIR",
                    help="run the controller with DIR/lbrp_app (PYTHONPATH=DIR) instead of "
                         "the installed one, e.g. an older commit for an A/B comparison")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra top-level key of every lbrp YAML config (repeatable), e.g. "
+                        "datapath_max_idle_ms=1000")
     p.add_argument("--settle-timeout", type=float, default=20.0,
                    help="max seconds to wait for the lab's datapath flows to idle out")
     a = p.parse_args(argv)
@@ -223,6 +227,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     bad = [m for m in modes if m not in ("learn", "conntrack")]
     if bad or not modes:
         p.error(f"--modes: learn and/or conntrack, got {a.modes!r}")
+    settings: dict[str, Any] = {}
+    for item in a.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            p.error(f"--set: KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
     if a.app_src is not None and not (a.app_src / "lbrp_app" / "__init__.py").is_file():
         p.error(f"--app-src: no lbrp_app package in {a.app_src}")
     phases = [x.strip() for x in a.phases.split(",") if x.strip()]
@@ -241,7 +251,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         changes_big=a.changes_big if a.changes_big is not None else (10 if a.quick else 5),
         probe_interval=a.probe_interval, phases=phases, flush_datapath=a.flush_datapath,
         select_baseline=not a.no_select, settle_timeout=a.settle_timeout,
-        app_src=a.app_src.resolve() if a.app_src else None)
+        app_src=a.app_src.resolve() if a.app_src else None, settings=settings)
 
 
 # ---------------------------------------------------------------- OVS stats
@@ -558,6 +568,34 @@ def lbrp_app_digest() -> str:
     return h.hexdigest()[:16]
 
 
+def max_idle() -> str | None:
+    """ovs-vswitchd's other_config:max-idle (None when unset)."""
+    res = _sh(["ovs-vsctl", "--timeout=5", "--if-exists", "get", "Open_vSwitch", ".",
+               "other_config:max-idle"])
+    value = res.stdout.strip().strip('"')
+    return value or None
+
+
+MAX_IDLE_AT_START: list[str | None] = []
+"""other_config:max-idle when the run started (lbrp's datapath_max_idle_ms changes it)."""
+
+
+def restore_max_idle() -> None:
+    """Put ovs-vswitchd's max-idle back as it was at start (it is per host, not per bridge)."""
+    if not MAX_IDLE_AT_START:
+        return
+    want, now = MAX_IDLE_AT_START[0], max_idle()
+    if now == want:
+        return
+    if want is None:
+        _sh(["ovs-vsctl", "--timeout=5", "remove", "Open_vSwitch", ".", "other_config",
+             "max-idle"])
+    else:
+        _sh(["ovs-vsctl", "--timeout=5", "set", "Open_vSwitch", ".",
+             f"other_config:max-idle={want}"])
+    log(f"restored ovs-vswitchd other_config:max-idle to {want or 'unset'} (was {now})")
+
+
 class ModeUnavailable(RuntimeError):
     """The controller refused to start with this config."""
 
@@ -596,6 +634,7 @@ class Bench:
         self.net.lb_ofctl("del-groups")
         self.net.lb_ofctl("del-meters", check=False)
         _sh(["ovs-vsctl", "--timeout=10", "clear", "Bridge", LB_NAME, "flow_tables"])
+        restore_max_idle()
         zone = lbrp_ct_zone()
         if (self.opts.flush_datapath and self.setup and "conntrack" in self.setup
                 and zone is not None):
@@ -633,6 +672,7 @@ class Bench:
         Raises ModeUnavailable when the process exits (e.g. it refuses the config).
         """
         path = self.work / f"{name}.yaml"
+        cfg = {**cfg, **self.opts.settings}
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         env = {"PYTHONPATH": str(self.opts.app_src)} if self.opts.app_src else None
         ctl = Controller(path, self.net.of_port, env=env, log_dir=self.work)
@@ -1489,6 +1529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     nofile = raise_nofile()
+    MAX_IDLE_AT_START.append(max_idle())
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {
         "command": [sys.executable, *sys.argv] if argv is None else ["run.py", *argv],
@@ -1524,6 +1565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # keep a previous complete result: the partial one goes next to it
         opts.out = opts.out.with_name(opts.out.stem + "-interrupted.json")
     finally:
+        restore_max_idle()
         res["finished"] = dt.datetime.now().astimezone().isoformat()
         res["seconds"] = round(time.monotonic() - t_all, 1)
         res["controller_logs"] = {p.name: interesting(p) for p in sorted(work.glob("lbrp-*.log"))}
