@@ -324,7 +324,7 @@ class LbrpApp(app_manager.OSKenApp):
             kind = decoded[0]
             counters = self.stats.counters
             if kind == pl.KIND_VIP:
-                reply = packets.echo_reply(msg.data, set(self.config.vips()))
+                reply = packets.echo_reply(msg.data, self.config.vip_set)
                 if reply is not None:
                     counters.echo_replies += 1
             elif kind == pl.KIND_REJECT:

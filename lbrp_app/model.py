@@ -6,6 +6,7 @@ naming the field and the offending value; nothing is changed on error.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import zlib
 from collections.abc import Iterable, Mapping
@@ -179,6 +180,11 @@ class Config:
 
     def sorted_services(self) -> list[Service]:
         return [self.services[k] for k in sorted(self.services, key=ServiceKey.sort_key)]
+
+    @functools.cached_property
+    def vip_set(self) -> frozenset[str]:
+        """VIPs that carry a service (computed once per config: packet-ins use it)."""
+        return frozenset(k.vip for k in self.services)
 
     def vips(self) -> list[str]:
         """VIPs that carry at least one service, sorted."""

@@ -7,6 +7,7 @@ when the packet must be ignored: malformed, fragmented, not what we expect).
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 from os_ken.lib.packet.ether_types import ETH_TYPE_IP
@@ -48,7 +49,7 @@ def _ip_reply(eth: ethernet.ethernet, ip: ipv4.ipv4, proto: int, src: str) -> pa
     return pkt
 
 
-def echo_reply(data: bytes, vips: set[str]) -> bytes | None:
+def echo_reply(data: bytes, vips: Collection[str]) -> bytes | None:
     """The ICMP echo reply to an echo request addressed to one of ``vips``."""
     parsed = _parse_ipv4(data)
     if parsed is None:

@@ -78,6 +78,7 @@ class StatsBook:
         self.mono = Monotonic()
         self.removed: dict[tuple[int, int, int, int], list[int]] = {}
         self.active: dict[int, dict[tuple[int, int], int]] = {}
+        self.dpids: set[int] = set()  # switches that were ever read
         self.polled_at: float | None = None
         self.counters = ControllerCounters()
 
@@ -103,6 +104,7 @@ class StatsBook:
         return flows, packets + rp, nbytes + rb
 
     def on_reading(self, dpid: int, reading: Reading, now: float) -> None:
+        self.dpids.add(dpid)
         active: dict[tuple[int, int], int] = {}
         for (sid, bid, table), (flows, packets, nbytes) in reading.sessions.items():
             self.mono.update((dpid, "sp", (sid, bid, table)), packets)
@@ -118,7 +120,7 @@ class StatsBook:
         for sid, (packets, nbytes) in reading.service_in.items():
             self.mono.update((dpid, "svc_in", sid), packets)
             self.mono.update((dpid, "svc_in_bytes", sid), nbytes)
-        self.mono.update((dpid, "meter"), reading.meter_dropped)
+        self.mono.update((dpid, "meter", None), reading.meter_dropped)
         self.polled_at = now
 
     def forget_switch(self, dpid: int) -> None:
@@ -128,11 +130,7 @@ class StatsBook:
     def _session_counts(self, sid: int, bid: int) -> dict[str, int]:
         """Per backend: the first packet of a session crosses the group bucket, the rest
         the learned flows (forward = in, reverse = out)."""
-        dpids = self._dpids()
-
-        def total(kind: str, key: Any) -> int:
-            return sum(self.mono.total((dpid, kind, key)) for dpid in dpids)
-
+        total = self._total
         fwd, rev = (sid, bid, pl.SESSION_FWD), (sid, bid, pl.SESSION_REV)
         new = total("bucket", (sid, bid))
         return {
@@ -144,11 +142,9 @@ class StatsBook:
             "bytes_out": total("sb", rev),
         }
 
-    def _dpids(self) -> set[int]:
-        return {k[0] for k in self.mono._last if isinstance(k, tuple) and len(k) >= 2}
-
-    def _drops(self, ck: int) -> int:
-        return sum(self.mono.total((dpid, "drop", ck)) for dpid in self._dpids())
+    def _total(self, kind: str, key: Any = None) -> int:
+        """A running total summed over every switch."""
+        return sum(self.mono.total((dpid, kind, key)) for dpid in self.dpids)
 
     def snapshot(self, cfg: Config, switches: int, last_reconcile: float | None,
                  connected: int | None = None) -> dict[str, Any]:
@@ -168,18 +164,18 @@ class StatsBook:
                 "new_sessions", "packets_out", "bytes_out")}
             totals["active_sessions"] = (sum(b["active_sessions"] for b in backends)
                                          if learn else None)
-            dpids = self._dpids()
-            totals["packets_in"] = sum(self.mono.total((d, "svc_in", sid)) for d in dpids)
-            totals["bytes_in"] = sum(self.mono.total((d, "svc_in_bytes", sid)) for d in dpids)
+            totals["packets_in"] = self._total("svc_in", sid)
+            totals["bytes_in"] = self._total("svc_in_bytes", sid)
             services.append({
                 "vip": svc.key.vip, "proto": svc.key.proto, "port": svc.key.port,
                 "name": svc.name, **totals,
                 "rejected_sessions": self.counters.rejects.get(sid, 0),
-                "dropped_not_syn": self._drops(pl.cookie(pl.KIND_NOT_SYN, sid)),
+                "dropped_not_syn": self._total("drop", pl.cookie(pl.KIND_NOT_SYN, sid)),
                 "backends": backends})
-        vips = [{"vip": vip, "fragments_dropped": self._drops(pl.vip_cookie(pl.KIND_FRAG, vip))}
+        vips = [{"vip": vip,
+                 "fragments_dropped": self._total("drop", pl.vip_cookie(pl.KIND_FRAG, vip))}
                 for vip in cfg.vips()]
-        meter = sum(self.mono.total((dpid, "meter")) for dpid in self._dpids())
+        meter = self._total("meter")
         return {
             "services": services,
             "vips": vips,
