@@ -12,6 +12,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+def wait_for(pred: Any, timeout: float, what: str | Callable[[], str],
+             interval: float = 0.1) -> Any:
+    """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout``.
+
+    ``what`` may be a callable, called at the failure to describe the last state seen.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            desc = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {desc}")
         time.sleep(interval)
 
 
