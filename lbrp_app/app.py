@@ -267,15 +267,13 @@ class LbrpApp(app_manager.OSKenApp):
             old = self.config
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []
-            states: dict[pl.Ports, pl.State] = {}
             try:
                 for sw in self.programmed_switches():
                     assert sw.ports is not None
-                    if sw.ports not in states:
-                        states[sw.ports] = pl.desired_state(new, sw.ports)
                     before = sw.state or pl.desired_state(old, sw.ports)
-                    self._apply_diff(sw, pl.diff(before, states[sw.ports], purge), new)
-                    sw.state = states[sw.ports]
+                    after, d = pl.change(before, old, new, sw.ports, purge)
+                    self._apply_diff(sw, d, new)
+                    sw.state = after
                     done.append(sw)
             except SwitchError as exc:
                 self._roll_back(done, new, old)
@@ -301,8 +299,8 @@ class LbrpApp(app_manager.OSKenApp):
     def _roll_back(self, switches: list[Switch], new: Config, old: Config) -> None:
         for sw in switches:
             assert sw.ports is not None
-            before = pl.desired_state(old, sw.ports)
-            d = pl.diff(sw.state or pl.desired_state(new, sw.ports), before)
+            before, d = pl.change(sw.state or pl.desired_state(new, sw.ports), new, old,
+                                  sw.ports)
             try:
                 self._apply_diff(sw, d, old)
                 sw.state = before

@@ -190,13 +190,20 @@ class Config:
         """VIPs that carry at least one service, sorted."""
         return sorted({k.vip for k in self.services}, key=lambda v: int(ipaddress.IPv4Address(v)))
 
+    @functools.cached_property
+    def service_ids(self) -> dict[int, ServiceKey]:
+        """Service id -> service (computed once per config; ids are checked unique)."""
+        return {k.service_id: k for k in self.services}
+
     def with_service(self, svc: Service) -> Config:
         """Return a copy with ``svc`` added or replaced (validated)."""
+        other = self.service_ids.get(svc.key.service_id, svc.key)
+        if other != svc.key:
+            raise _id_collision(svc.key, other)
+        _check_backend_ids(svc)
         services = dict(self.services)
         services[svc.key] = svc
-        new = replace(self, services=services)
-        check_ids(new)
-        return new
+        return replace(self, services=services)
 
     def without_service(self, key: ServiceKey) -> Config:
         services = dict(self.services)
@@ -214,14 +221,22 @@ def check_ids(cfg: Config) -> None:
     for key, svc in cfg.services.items():
         other = seen.setdefault(key.service_id, key)
         if other != key:
-            raise ConfigError("services", str(key),
-                              f"internal service id collides with {other}; use another port or VIP")
-        ids: dict[int, Backend] = {}
-        for b in svc.backends:
-            prev = ids.setdefault(b.backend_id, b)
-            if prev is not b:
-                raise ConfigError(f"services[{key}].backends", f"{b.ip}:{b.port}",
-                                  f"internal backend id collides with {prev.ip}:{prev.port}")
+            raise _id_collision(key, other)
+        _check_backend_ids(svc)
+
+
+def _id_collision(key: ServiceKey, other: ServiceKey) -> ConfigError:
+    return ConfigError("services", str(key),
+                       f"internal service id collides with {other}; use another port or VIP")
+
+
+def _check_backend_ids(svc: Service) -> None:
+    ids: dict[int, Backend] = {}
+    for b in svc.backends:
+        prev = ids.setdefault(b.backend_id, b)
+        if prev is not b:
+            raise ConfigError(f"services[{svc.key}].backends", f"{b.ip}:{b.port}",
+                              f"internal backend id collides with {prev.ip}:{prev.port}")
 
 
 def parse_backend(where: str, obj: Any, current: Backend | None = None) -> Backend:
@@ -255,6 +270,10 @@ def parse_backends(where: str, items: Any) -> tuple[Backend, ...]:
 def parse_name(where: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 256:
         raise ConfigError(where, value, "must be a string of at most 256 characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON) cannot be saved
+        raise ConfigError(where, value, "must be valid Unicode text") from None
     return value
 
 

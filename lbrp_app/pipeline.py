@@ -555,16 +555,65 @@ class Diff:
                     self.modify_groups, self.delete_groups, self.purge_sessions))
 
 
+def changed_services(old: Config, new: Config) -> list[ServiceKey]:
+    """Services added, removed or changed from ``old`` to ``new``, sorted.
+
+    Cheap when ``new`` was derived from ``old`` (``with_service``): unchanged
+    services are the very same objects.
+    """
+    keys = [k for k in old.services.keys() | new.services.keys()
+            if old.services.get(k) is not new.services.get(k)
+            and old.services.get(k) != new.services.get(k)]
+    return sorted(keys, key=ServiceKey.sort_key)
+
+
 def purged_sessions(old: Config, new: Config) -> list[Purge]:
     """Sessions of every backend (or service) present in ``old`` but not in ``new``."""
     out: list[Purge] = []
-    for key, svc in sorted(old.services.items(), key=lambda kv: kv[0].sort_key()):
+    for key in changed_services(old, new):
+        svc = old.services.get(key)
+        if svc is None:
+            continue
         if key not in new.services:
             out.append(Purge(key))
             continue
         kept = {b.addr for b in new.services[key].backends}
         out += [Purge(key, b) for b in svc.backends if b.addr not in kept]
     return out
+
+
+def change(old_state: State, old: Config, new: Config, p: Ports,
+           purge: list[Purge] | None = None) -> tuple[State, Diff]:
+    """``desired_state(new, p)`` and its diff from ``old_state``, touching only what changed.
+
+    ``old_state`` must be ``desired_state(old, p)``. Every flow and group belongs to
+    exactly one service, VIP or the static set (their matches differ), so the
+    diff of the changed parts alone is the diff of the whole. A change of settings
+    rebuilds and diffs everything.
+    """
+    if old.settings != new.settings:
+        new_state = desired_state(new, p)
+        return new_state, diff(old_state, new_state, purge)
+    was, now = State({}, {}), State({}, {})
+    for key in changed_services(old, new):
+        for cfg, part in ((old, was), (new, now)):
+            svc = cfg.services.get(key)
+            if svc is not None:
+                svc_flows, group = _service_state(svc, p, cfg.settings)
+                part.flows.update((f.key, f) for f in svc_flows)
+                part.groups[key.service_id] = group
+    for vip in old.vip_set - new.vip_set:
+        was.flows.update((f.key, f) for f in vip_flows(vip, p))
+    for vip in new.vip_set - old.vip_set:
+        now.flows.update((f.key, f) for f in vip_flows(vip, p))
+    flows, groups = dict(old_state.flows), dict(old_state.groups)
+    for k in was.flows:
+        del flows[k]
+    for i in was.groups:
+        del groups[i]
+    flows.update(now.flows)
+    groups.update(now.groups)
+    return State(flows, groups), diff(was, now, purge)
 
 
 def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:

@@ -49,3 +49,13 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "lbrp.yaml"
     cfg = config.load(example)
     assert cfg.services, "the example should declare services"
+
+
+@pytest.mark.parametrize("name", ["a: b", "'\"", "- x", "null", "123", "\x00\x85\ufeff\u2028",
+                                  "\U0001F600 é", "  lead", "\t"])
+def test_any_accepted_name_is_saved_and_loaded_back(tmp_path: Path, name: str) -> None:
+    cfg = parse_config({"services": [{"vip": "13.13.13.13", "proto": "tcp", "port": 80,
+                                      "name": name}]})
+    path = tmp_path / "lbrp.yaml"
+    config.save(path, cfg)
+    assert config.load(path) == cfg

@@ -245,3 +245,52 @@ def test_bucket_weights_give_every_backend_its_share_within_a_point(
 def test_the_default_16_slots_would_be_imprecise() -> None:
     """Why bucket_weights exists: 1:1:1 as configured gets 6/5/5 of 16 slots."""
     assert ovs_slots([1, 1, 1]) == [6, 5, 5]
+
+
+def _as_sets(d: pl.Diff) -> tuple[frozenset, ...]:
+    return tuple(frozenset(x) for x in (d.add_flows, d.modify_flows, d.delete_flows,
+                                        d.add_groups, d.modify_groups, d.delete_groups,
+                                        d.purge_sessions))
+
+
+OTHER_VIP = ServiceKey("13.13.13.14", "tcp", 80)
+B4 = Backend("10.0.1.5", 8005, 3)
+
+
+@pytest.mark.parametrize("pinning", ["learn", "conntrack"])
+@pytest.mark.parametrize("edit", [
+    "add_backend", "remove_backend", "reweight", "drain_all", "new_service_new_vip",
+    "delete_only_service_of_vip", "delete_service_sharing_vip", "rename", "nothing",
+    "settings"])
+def test_incremental_change_equals_full_rebuild_and_diff(pinning: str, edit: str) -> None:
+    base = parse_config({"session_pinning": pinning})
+    old = base
+    for s in (Service(WEB, "web", (B1, B2, B3)), Service(DNS, "dns", (B1, B2)),
+              Service(OTHER_VIP, "", (B3,))):
+        old = old.with_service(s)
+    web = old.services[WEB]
+    new = {
+        "add_backend": lambda: old.with_service(Service(WEB, "web", (B1, B2, B3, B4))),
+        "remove_backend": lambda: old.with_service(Service(WEB, "web", (B1, B3))),
+        "reweight": lambda: old.with_service(
+            Service(WEB, "web", (B1, Backend(B2.ip, B2.port, 7), B3))),
+        "drain_all": lambda: old.with_service(
+            Service(WEB, "web", tuple(Backend(b.ip, b.port, 0) for b in web.backends))),
+        "new_service_new_vip": lambda: old.with_service(
+            Service(ServiceKey("13.13.13.15", "udp", 53), "", (B4,))),
+        "delete_only_service_of_vip": lambda: old.without_service(OTHER_VIP),
+        "delete_service_sharing_vip": lambda: old.without_service(DNS),
+        "rename": lambda: old.with_service(Service(WEB, "www", web.backends)),
+        "nothing": lambda: old.with_service(web),
+        "settings": lambda: parse_config({
+            "session_pinning": pinning, "udp_idle_timeout": 7,
+            "services": [s.to_dict() for s in old.sorted_services()]}),
+    }[edit]()
+    before = pl.desired_state(old, PORTS)
+    purge = pl.purged_sessions(old, new)
+    after, d = pl.change(before, old, new, PORTS, purge)
+    assert after == pl.desired_state(new, PORTS)
+    assert _as_sets(d) == _as_sets(pl.diff(before, pl.desired_state(new, PORTS), purge))
+    # and back again (the rollback path)
+    back, _ = pl.change(after, new, old, PORTS)
+    assert back == before

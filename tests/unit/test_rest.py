@@ -107,6 +107,7 @@ def test_backend_resource(api: tuple[RestApi, FakeApp]) -> None:
     ("PUT", SVC, {"nmae": "x"}, "unknown key"),
     ("PUT", SVC, [1, 2], "object"),
     ("PUT", SVC, {"name": 5}, "name"),
+    ("PUT", SVC, {"name": "\ud800"}, "Unicode"),  # could not be saved, nor loaded back
 ])
 def test_bad_input_is_400_and_changes_nothing(api: tuple[RestApi, FakeApp], method: str,
                                               path: str, body: Any, needle: str) -> None:
