@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from os_ken import cfg
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (
@@ -36,6 +37,9 @@ from lbrp_app.switch import SwitchError, XidTracker, commit, describe_error, req
 
 LOG = logging.getLogger("lbrp.app")
 SWITCH_TIMEOUT = float(os.environ.get("LBRP_SWITCH_TIMEOUT", "10"))
+# OVSDB settings are applied on this host, so the switch is local: OpenFlow listens on
+# loopback unless --ofp-listen-host says otherwise (os-ken's default is every address).
+cfg.CONF.set_default("ofp_listen_host", "127.0.0.1")
 
 
 class ChangeError(Exception):

@@ -60,12 +60,13 @@ def test_missing_file_starts_empty_and_first_change_creates_it(tmp_path: Path) -
         ctl2.stop()
 
 
-def test_rest_listens_on_loopback_by_default(tmp_path: Path) -> None:
+def test_rest_and_openflow_listen_on_loopback_by_default(tmp_path: Path) -> None:
     ctl = Controller(tmp_path / "lbrp.yaml", free_port()).start()
     try:
         time.sleep(0.2)
         out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
-        line = [ln for ln in out.splitlines() if f":{ctl.rest_port} " in ln]
-        assert line and "127.0.0.1" in line[0], out
+        for port in (ctl.rest_port, ctl.of_port):
+            line = [ln for ln in out.splitlines() if f":{port} " in ln]
+            assert line and "127.0.0.1" in line[0], (port, out)
     finally:
         ctl.stop()
