@@ -63,7 +63,7 @@ def _field_header(ofp: ModuleType, name: str) -> bytes:
     return bytes(buf)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)  # bounded: immediates differ per backend
 def _learn_spec(ofp: ModuleType, spec: tuple[str, Any, Any, int]) -> bytes:
     """One flow_mod_spec: header, then source (field or immediate value), then destination."""
     kind, src, dst, n_bits = spec

@@ -13,6 +13,8 @@ Table 0 ``CLASSIFY`` (every packet enters here)
                                                                 are dropped and counted)
   400       in_port=F, icmp, nw_dst=VIP, icmp_type=8, code=0    meter:1, controller (echo
                                                                 reply built by the app)
+  210       in_port=F, tcp, nw_dst=VIP, tp_dst=vport,           goto SERVICE (a SYN has no
+            tcp_flags=+syn                                      session to look up)
   200       in_port=F, tcp|udp, nw_dst=VIP, tp_dst=vport        goto SESSION_FWD
   100       in_port=B, tcp|udp                                  goto SESSION_REV
   10        in_port=F                                           output:B (pass-through)
@@ -91,7 +93,6 @@ counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects)
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,7 @@ CT_ZONE = 0x4C42  # "LB": the conntrack zone of every session (conntrack pinning
 # Priorities.
 PRIO_FRAG = 500
 PRIO_ECHO = 400
+PRIO_SERVICE_SYN = 210
 PRIO_SERVICE = 200
 PRIO_FROM_BACKEND_L4 = 100
 PRIO_NOT_SYN = 100
@@ -370,6 +372,14 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
     else:
         to_sessions, table, new_only = GotoTable(SESSION_FWD), SERVICE, ()
     flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4, (to_sessions,), ck)]
+    if key.proto == "tcp" and not conntrack:
+        # A SYN never matches a learned session (they match tcp_flags=-syn). Looking it up
+        # there anyway would make the datapath flow of every SYN exact on the client's
+        # address and port (one more upcall per session, one more datapath flow to
+        # revalidate); skipping the lookup lets every SYN to this service share one.
+        syn = (("tcp_flags", (TCP_SYN, TCP_SYN)),)
+        flows.append(_flow(CLASSIFY, PRIO_SERVICE_SYN, (("in_port", p.frontend),) + l4 + syn,
+                           (GotoTable(SERVICE),), ck))
     new_session = new_only + l4 + (
         (("tcp_flags", (TCP_SYN, TCP_SYN_MASK)),) if key.proto == "tcp" else ())
     if svc.active_backends:
@@ -499,10 +509,12 @@ def service_group(svc: Service, conntrack: bool = False) -> Group:
     return Group(key.service_id, buckets)
 
 
-@functools.lru_cache(maxsize=65536)
 def _service_state(svc: Service, p: Ports, settings: Settings) -> tuple[tuple[Flow, ...], Group]:
-    """Flows and group of one service. Memoised: a change to one service of thousands
-    rebuilds only that service (the rest come back as the very same objects)."""
+    """Flows and group of one service.
+
+    Not memoised: every reweight makes a new Service, so a cache would keep ~34 KB per
+    change of an 8-backend service. :func:`change` rebuilds only changed services anyway.
+    """
     ct = settings.session_pinning == "conntrack"
     flows = service_flows(svc, p, ct)
     for be in svc.backends:

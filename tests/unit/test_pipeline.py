@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lbrp_app import pipeline as pl
-from lbrp_app.model import Backend, Config, Service, ServiceKey, parse_config
+from lbrp_app.model import Backend, Config, Service, ServiceKey, Settings, parse_config
 
 PORTS = pl.Ports(frontend=1, backend=2)
 WEB = ServiceKey("13.13.13.13", "tcp", 8000)
@@ -294,3 +296,18 @@ def test_incremental_change_equals_full_rebuild_and_diff(pinning: str, edit: str
     # and back again (the rollback path)
     back, _ = pl.change(after, new, old, PORTS)
     assert back == before
+
+
+def test_tcp_syns_skip_the_session_lookup_in_learn_mode_only() -> None:
+    web, dns = Service(WEB, "web", (B1,)), Service(DNS, "dns", (B1,))
+    learn = pl.desired_state(cfg(web, dns), PORTS)
+    syn = [f for f in flows_of(learn, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE_SYN]
+    assert len(syn) == 1  # TCP only: UDP has no SYN
+    assert dict(syn[0].match)["tcp_flags"] == (pl.TCP_SYN, pl.TCP_SYN)
+    assert dict(syn[0].match)["tcp_dst"] == WEB.port
+    assert syn[0].actions == (pl.GotoTable(pl.SERVICE),)
+    # same cookie as the service's other classifier flow: its packets-in counter sums both
+    assert syn[0].cookie == pl.cookie(pl.KIND_SERVICE, WEB.service_id)
+    ct = pl.desired_state(replace(cfg(web, dns), settings=Settings(session_pinning="conntrack")),
+                          PORTS)
+    assert not [f for f in flows_of(ct, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE_SYN]
