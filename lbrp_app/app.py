@@ -246,6 +246,12 @@ class LbrpApp(app_manager.OSKenApp):
                 self.stats.on_reading(sw.dp.id, self._read_counters(sw.dp, cfg), time.time())
             except SwitchError as exc:
                 LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
+        if cfg.settings.session_pinning == "conntrack" and self.programmed_switches():
+            try:
+                self.stats.conntrack_sessions = ovsdb.conntrack_sessions()
+            except (RuntimeError, OSError) as exc:
+                self.stats.conntrack_sessions = None
+                LOG.warning("conntrack sessions not read: %s", exc)
 
     def _read_counters(self, dp: Any, cfg: Config) -> Reading:
         keyed = ofmsg.counter_requests(dp.ofproto_parser, dp.ofproto, cfg)

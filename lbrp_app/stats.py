@@ -80,6 +80,7 @@ class StatsBook:
         self.active: dict[int, dict[tuple[int, int], int]] = {}
         self.dpids: set[int] = set()  # switches that were ever read
         self.polled_at: float | None = None
+        self.conntrack_sessions: int | None = None  # the zone's count (conntrack pinning)
         self.counters = ControllerCounters()
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
@@ -186,6 +187,7 @@ class StatsBook:
                 "echo_replies": self.counters.echo_replies,
                 "packet_ins_dropped_by_meter": meter,
                 "packet_ins_ignored": self.counters.ignored_packet_ins,
+                "conntrack_sessions": None if learn else self.conntrack_sessions,
                 "last_poll": self.polled_at,
                 "last_reconcile": last_reconcile,
             },

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,13 +75,19 @@ def test_udp_counters_exact_and_kept_after_expiry(lab: Any) -> None:
     else:  # not visible through OpenFlow; the zone's timeout policy expires them
         assert svc["active_sessions"] is None
 
-        def live() -> int:
-            out = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
-                                 capture_output=True, text=True, check=True).stdout
-            return sum("dport=8100" in ln for ln in out.splitlines())
+        def dump() -> list[str]:
+            return subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
+                                  capture_output=True, text=True, check=True).stdout.splitlines()
 
-        wait_for(lambda: live() == 0, 20, "connections to expire")
-        time.sleep(2)  # one more counter poll
+        def zone_count() -> int:
+            return ctl.request("GET", "/stats")[1]["controller"]["conntrack_sessions"]
+
+        # the controller's zone count follows the switch's connections, both ways
+        wait_for(lambda: zone_count() >= 30, 15, "the 30 connections in the zone count")
+        wait_for(lambda: not any("dport=8100" in ln for ln in dump()), 20,
+                 "connections to expire")
+        wait_for(lambda: zone_count() == len(dump()), 20,
+                 lambda: f"zone count {zone_count()} to match the dump {len(dump())}")
     svc = service(ctl, 8100)
     assert svc["packets_out"] == 30 and svc["bytes_out"] == 30 * UDP_REPLY_FRAME
     assert svc["new_sessions"] == 30

@@ -121,3 +121,22 @@ def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
                  "lbrp_packet_ins_dropped_by_meter", "lbrp_vip_dropped_fragments",
                  "lbrp_service_rejected_sessions"):
         assert name in families, name
+
+
+def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
+    from dataclasses import replace
+
+    from lbrp_app.ovsdb import parse_zone_count
+
+    out = "default limit=0\nzone=19522,limit=200000,count=60000\nzone=7,limit=10,count=3"
+    assert parse_zone_count(out, 19522) == 60000 and parse_zone_count(out, 7) == 3
+    assert parse_zone_count("default limit=0", 19522) is None
+    book = StatsBook()
+    book.conntrack_sessions = 42
+    assert book.snapshot(CFG, 1, None)["controller"]["conntrack_sessions"] is None  # learn
+    ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
+    doc = book.snapshot(ct, 1, None)
+    assert doc["controller"]["conntrack_sessions"] == 42
+    assert backend(doc, "10.0.1.2")["active_sessions"] is None  # not read per backend
+    families = {f.name: f for f in text_string_to_metric_families(render(doc).decode())}
+    assert families["lbrp_conntrack_sessions"].samples[0].value == 42
