@@ -31,7 +31,7 @@ from lbrp_app import config as config_file
 from lbrp_app import ofmsg, ovsdb, packets
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
-from lbrp_app.stats import Reading, StatsBook
+from lbrp_app.stats import Reading, StatsBook, count_conntrack_labels
 from lbrp_app.stats import fold_reply as stats_fold
 from lbrp_app.switch import SwitchError, XidTracker, commit, describe_error, request
 
@@ -78,6 +78,7 @@ class LbrpApp(app_manager.OSKenApp):
         self.lock = hub.Semaphore(1)
         self.stats = StatsBook()
         self.last_reconcile: float | None = None
+        self.conntrack_dumped_at = float("-inf")
         self.rest_server: Any = None
         LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
 
@@ -247,11 +248,26 @@ class LbrpApp(app_manager.OSKenApp):
             except SwitchError as exc:
                 LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
         if cfg.settings.session_pinning == "conntrack" and self.programmed_switches():
+            self._read_conntrack(cfg)
+
+    def _read_conntrack(self, cfg: Config) -> None:
+        """The zone's connection count every poll; per backend only if asked for."""
+        try:
+            self.stats.conntrack_sessions = ovsdb.conntrack_sessions()
+        except (RuntimeError, OSError) as exc:
+            self.stats.conntrack_sessions = None
+            LOG.warning("conntrack sessions not read: %s", exc)
+        every = cfg.settings.conntrack_dump_interval
+        now = time.monotonic()
+        if not every:
+            self.stats.conntrack_active = None
+        elif now - self.conntrack_dumped_at >= every:
+            self.conntrack_dumped_at = now
             try:
-                self.stats.conntrack_sessions = ovsdb.conntrack_sessions()
+                self.stats.conntrack_active = count_conntrack_labels(ovsdb.dump_conntrack())
             except (RuntimeError, OSError) as exc:
-                self.stats.conntrack_sessions = None
-                LOG.warning("conntrack sessions not read: %s", exc)
+                self.stats.conntrack_active = None
+                LOG.warning("conntrack connections not dumped: %s", exc)
 
     def _read_counters(self, dp: Any, cfg: Config) -> Reading:
         keyed = ofmsg.counter_requests(dp.ofproto_parser, dp.ofproto, cfg)

@@ -156,6 +156,7 @@ class Settings:
     packet_in_burst: int = 50
     stats_interval: int = 10
     datapath_max_idle_ms: int = 0
+    conntrack_dump_interval: int = 0
     session_pinning: str = "learn"
 
 
@@ -168,6 +169,7 @@ SETTING_LIMITS: dict[str, tuple[int, int]] = {
     "packet_in_burst": (1, 100_000),
     "stats_interval": (0, 3600),
     "datapath_max_idle_ms": (0, 600_000),
+    "conntrack_dump_interval": (0, 86_400),
 }
 
 

@@ -92,6 +92,11 @@ def conntrack_sessions() -> int | None:
                                   f"zone={pl.CT_ZONE}"]), pl.CT_ZONE)
 
 
+def dump_conntrack() -> str:
+    """Every connection of the sessions' zone, one per line (costly: see above)."""
+    return _run(["ovs-appctl", "--timeout=10", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"])
+
+
 def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) -> None:
     """Give the sessions' zone the configured idle timeouts (a CT_Zone timeout policy).
 

@@ -21,6 +21,7 @@ take their counts with them when they expire, so their flow-removed messages
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,8 @@ class StatsBook:
         self.dpids: set[int] = set()  # switches that were ever read
         self.polled_at: float | None = None
         self.conntrack_sessions: int | None = None  # the zone's count (conntrack pinning)
+        # (service id, backend id) -> connections, from the last conntrack dump, if any
+        self.conntrack_active: dict[tuple[int, int], int] | None = None
         self.counters = ControllerCounters()
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
@@ -159,12 +162,14 @@ class StatsBook:
             for be in svc.backends:
                 counts = self._session_counts(sid, be.backend_id)
                 if not learn:
-                    counts["active_sessions"] = None
+                    ct = self.conntrack_active
+                    counts["active_sessions"] = (None if ct is None
+                                                 else ct.get((sid, be.backend_id), 0))
                 backends.append({"ip": be.ip, "port": be.port, "weight": be.weight, **counts})
             totals = {k: sum(b[k] for b in backends) for k in (
                 "new_sessions", "packets_out", "bytes_out")}
-            totals["active_sessions"] = (sum(b["active_sessions"] for b in backends)
-                                         if learn else None)
+            totals["active_sessions"] = (None if not learn and self.conntrack_active is None
+                                         else sum(b["active_sessions"] for b in backends))
             totals["packets_in"] = self._total("svc_in", sid)
             totals["bytes_in"] = self._total("svc_in_bytes", sid)
             services.append({
@@ -192,6 +197,19 @@ class StatsBook:
                 "last_reconcile": last_reconcile,
             },
         }
+
+
+def count_conntrack_labels(dump: str) -> dict[tuple[int, int], int]:
+    """Connections per (service id, backend id) in ``dpctl/dump-conntrack`` output.
+
+    Each session's connection carries its backend's ct_label (pipeline.ct_label).
+    """
+    out: dict[tuple[int, int], int] = {}
+    for label in re.findall(r"\blabels=0x([0-9a-f]+)", dump):
+        value = int(label, 16)
+        key = (value >> 24, value & 0xFFFFFF)
+        out[key] = out.get(key, 0) + 1
+    return out
 
 
 def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any], msg: Any,

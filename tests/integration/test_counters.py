@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ CONFIG = {
     "stats_interval": 1,
     "tcp_fin_timeout": 1,
     "udp_idle_timeout": 3,
+    "conntrack_dump_interval": 1,  # active sessions per backend in conntrack mode too
     "services": [
         {"vip": VIP, "proto": "udp", "port": 8100, "backends": [
             {"ip": "10.0.1.2", "port": 8002}, {"ip": "10.0.1.3", "port": 8002}]},
@@ -70,11 +72,9 @@ def test_udp_counters_exact_and_kept_after_expiry(lab: Any) -> None:
                            "10.0.1.3": res["by_backend"].get("b2", 0)}
     if lab.mode == "learn":
         assert svc["active_sessions"] == 30
-        # the sessions expire (udp_idle_timeout 3 s); flow-removed keeps their counts
-        wait_for(lambda: service(ctl, 8100)["active_sessions"] == 0, 20, "sessions to expire")
-    else:  # not visible through OpenFlow; the zone's timeout policy expires them
-        assert svc["active_sessions"] is None
-
+    # the sessions expire (udp_idle_timeout 3 s); flow-removed keeps their counts
+    wait_for(lambda: service(ctl, 8100)["active_sessions"] == 0, 20, "sessions to expire")
+    if lab.mode == "conntrack":
         def dump() -> list[str]:
             return subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
                                   capture_output=True, text=True, check=True).stdout.splitlines()
@@ -112,6 +112,35 @@ def test_tcp_sessions_rejects_and_echo(lab: Any, run_in: Any) -> None:
     doc = ctl.request("GET", "/stats")[1]
     assert doc["controller"]["echo_replies"] - before == 3
     assert next(s for s in doc["services"] if s["port"] == 8102)["rejected_sessions"] == 4
+
+
+def test_active_sessions_follow_held_sessions_per_backend(lab: Any) -> None:
+    ctl: Controller = lab.ctl
+    # the earlier tests' sessions to 8101 must have gone first (tcp_fin_timeout 1 s)
+    wait_for(lambda: service(ctl, 8101)["active_sessions"] == 0, 30,
+             "earlier sessions to leave the active count")
+    result: dict[str, Any] = {}
+    client = threading.Thread(target=lambda: result.update(lab.run_client(
+        lab.clients[1], VIP, "tcp", 8101, sessions=6, concurrency=6, extra=("--hold", "8"))))
+    client.start()
+    seen: dict[str, int] = {}
+
+    def all_held() -> bool:
+        svc = service(ctl, 8101)
+        seen.clear()
+        seen.update({b["ip"]: b["active_sessions"] for b in svc["backends"]})
+        return svc["active_sessions"] == 6
+
+    try:
+        wait_for(all_held, 15, lambda: f"6 active sessions, last seen {seen}")
+    finally:
+        client.join(60)
+    assert result.get("ok") == 6, result
+    assert seen == {"10.0.1.3": result["by_backend"].get("b2", 0),
+                    "10.0.1.4": result["by_backend"].get("b3", 0)}
+    # closed (tcp_fin_timeout 1 s): learned flows and connections go away
+    wait_for(lambda: service(ctl, 8101)["active_sessions"] == 0, 30,
+             "the closed sessions to leave the active count")
 
 
 def test_metrics_match_stats_and_parse(lab: Any) -> None:

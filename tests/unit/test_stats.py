@@ -140,3 +140,26 @@ def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
     assert backend(doc, "10.0.1.2")["active_sessions"] is None  # not read per backend
     families = {f.name: f for f in text_string_to_metric_families(render(doc).decode())}
     assert families["lbrp_conntrack_sessions"].samples[0].value == 42
+
+
+def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> None:
+    from dataclasses import replace
+
+    from lbrp_app.stats import count_conntrack_labels
+
+    label = pl.ct_label(WEB, B1)
+    ours = ("tcp,orig=(src=10.0.0.1,dst=13.13.13.13,sport={},dport=8000),zone=19522,"
+            "labels=0x{:x},protoinfo=(state={})")
+    dump = "\n".join([
+        ours.format(1, label, "ESTABLISHED"),
+        ours.format(2, label, "TIME_WAIT"),
+        "udp,orig=(src=10.0.0.9,dst=10.0.1.2,sport=5,dport=53),zone=19522",  # not ours
+    ])
+    assert count_conntrack_labels(dump) == {(SID, B1.backend_id): 2}
+    ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
+    book = StatsBook()
+    book.conntrack_active = count_conntrack_labels(dump)
+    doc = book.snapshot(ct, 1, None)
+    assert backend(doc, "10.0.1.2")["active_sessions"] == 2
+    assert backend(doc, "10.0.1.3")["active_sessions"] == 0
+    assert doc["services"][0]["active_sessions"] == 2
