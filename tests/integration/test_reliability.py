@@ -449,26 +449,8 @@ def test_vswitchd_restart_is_reprogrammed_and_serves_within_2_s(lb: Any, run_in:
 
 # --- 3. SYN flood ----------------------------------------------------------------------------
 
-def test_syn_flood_keeps_session_tables_bounded_and_legit_clients_served(lb: Any) -> None:
-    """30,000 random-source SYNs at the VIP: bounded tables and RSS; c2's sessions measured.
-
-    The legitimate client's success during the flood is reported (and warned about
-    below 90 %): on a 2-vCPU machine learn pinning (an upcall and two flow insertions
-    per new 5-tuple) swings between ~0 and ~96 %. After the flood new sessions must
-    work again (learn: at once; conntrack: once the half-open connections expire).
-    """
-    if lb.mode == "conntrack":
-        limits = sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}").stdout
-        assert re.search(rf"zone={CT_ZONE},limit={MAX_SESSIONS}\b", limits), limits
-    else:
-        ids = dict(re.findall(r"(\d+)=([0-9a-f-]{36})",
-                              sh("ovs-vsctl", "get", "Bridge", "lb0", "flow_tables").stdout))
-        assert set(ids) >= {"10", "11"}, ids
-        for table in ("10", "11"):
-            row = sh("ovs-vsctl", "--columns=flow_limit,overflow_policy", "list", "Flow_Table",
-                     ids[table]).stdout
-            assert re.search(rf"flow_limit\s*:\s*{MAX_SESSIONS}\b", row), row
-            assert re.search(r"overflow_policy\s*:\s*evict", row), row
+def syn_flood(lb: Any, bound: int) -> dict[str, Any]:
+    """30,000 random-source SYNs at the VIP while c2 opens sessions; what happened."""
     pid = daemon_pid("ovs-vswitchd")
     rss_before = rss_mib(pid)
     flood = lb.popen_tracked(
@@ -501,17 +483,72 @@ def test_syn_flood_keeps_session_tables_bounded_and_legit_clients_served(lb: Any
     rss_after = rss_mib(pid)
     rate = ok / total if total else 0.0
     print(f"\nSYN flood ({flood_s:.1f} s; {flood_err.strip().splitlines()[-2:]}): session tables "
-          f"peak fwd/rev {peak[0]}/{peak[1]} (bound {MAX_SESSIONS}); ovs-vswitchd RSS "
+          f"peak fwd/rev {peak[0]}/{peak[1]} (bound {bound}); ovs-vswitchd RSS "
           f"before/max/after {rss_before:.0f}/{rss_peak:.0f}/{rss_after:.0f} MiB; legit client "
           f"{ok}/{total} ok ({rate:.1%}), connect p50 {percentile(connect_ms, 50):.1f} ms "
           f"p99 {percentile(connect_ms, 99):.1f} ms, errors {errors}; all new sessions work "
           f"again {recovered - flood_end:.1f} s after the flood")
+    return {"peak": peak, "rss_growth": rss_peak - rss_before, "rate": rate, "total": total}
+
+
+def test_syn_flood_keeps_session_tables_bounded_and_legit_clients_served(lb: Any) -> None:
+    """A flood that overflows the bound: bounded tables and RSS; c2's sessions measured.
+
+    With the table full, learn pinning evicts the least recently used sessions (a
+    legitimate client gets through, between ~40 and ~97 % on this 2-vCPU machine) and
+    conntrack pinning refuses new connections until the half-open ones expire
+    (SYN_TIMEOUT): both are reported, not asserted. After the flood new sessions must
+    work again (learn: at once; conntrack: once the half-open connections expire).
+    """
+    if lb.mode == "conntrack":
+        limits = sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}").stdout
+        assert re.search(rf"zone={CT_ZONE},limit={MAX_SESSIONS}\b", limits), limits
+    else:
+        ids = dict(re.findall(r"(\d+)=([0-9a-f-]{36})",
+                              sh("ovs-vsctl", "get", "Bridge", "lb0", "flow_tables").stdout))
+        assert set(ids) >= {"10", "11"}, ids
+        for table in ("10", "11"):
+            row = sh("ovs-vsctl", "--columns=flow_limit,overflow_policy", "list", "Flow_Table",
+                     ids[table]).stdout
+            assert re.search(rf"flow_limit\s*:\s*{MAX_SESSIONS}\b", row), row
+            assert re.search(r"overflow_policy\s*:\s*evict", row), row
+    res = syn_flood(lb, MAX_SESSIONS)
+    peak = res["peak"]
     assert peak[0] <= MAX_SESSIONS and peak[1] <= MAX_SESSIONS, peak
     assert peak[0] >= MAX_SESSIONS * 0.9, f"the flood did not fill the table: {peak}"
-    assert rss_peak - rss_before < 256, (rss_before, rss_peak)
-    if rate < 0.9:  # a capacity figure of this machine, not a rule (see the docstring)
-        warnings.warn(f"during the SYN flood ({lb.mode}) the legitimate client completed only "
-                      f"{ok}/{total} sessions", stacklevel=1)
+    assert res["rss_growth"] < 256, res
+    if res["rate"] < 0.9:  # the documented behaviour of a full table, not a rule
+        warnings.warn(f"during the SYN flood ({lb.mode}) that filled the table the legitimate "
+                      f"client completed {res['rate']:.0%} of {res['total']} sessions",
+                      stacklevel=1)
+
+
+FLOOD_BOUND = 200_000  # the default max_sessions
+
+
+def test_syn_flood_within_the_bound_leaves_legit_clients_served(lb: Any) -> None:
+    """The same flood against the default bound: tables stay below it and a legitimate
+    client completes at least 90 % of its sessions during the flood (measured: 100 %)."""
+    ctl: Controller = lb.ctl
+    original = ctl.config_path.read_text()
+    ctl.stop()
+    ctl.config_path.write_text(yaml.safe_dump({**yaml.safe_load(original),
+                                               "max_sessions": FLOOD_BOUND}))
+    try:
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+        res = syn_flood(lb, FLOOD_BOUND)
+        assert max(res["peak"]) < FLOOD_BOUND, res
+        assert res["rss_growth"] < 256, res
+        assert res["total"] >= 30 and res["rate"] >= 0.9, res
+    finally:
+        ctl.stop()
+        ctl.config_path.write_text(original)
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+        if lb.mode == "conntrack":  # the flood's half-open connections leave the zone
+            wait_for(lambda: session_counts(lb)[0] < MAX_SESSIONS // 2, 60,
+                     "the flood's connections to expire")
 
 
 def test_full_session_table_never_forwards_vip_traffic_unrewritten(lb: Any) -> None:
