@@ -17,6 +17,10 @@ Switch counters reset when a flow or group is replaced (reconnect, changes):
 :class:`Monotonic` keeps running totals across resets. Learned session flows
 take their counts with them when they expire, so their flow-removed messages
 (learn's ``send_flow_rem`` flag) are added to the totals.
+
+Conntrack pinning: connections are not visible through OpenFlow. The app reads
+the zone's total every poll, and per backend (by ct_label) only from an opt-in
+conntrack dump (``conntrack_dump_interval``; see :mod:`lbrp_app.ovsdb`).
 """
 
 from __future__ import annotations
