@@ -1297,6 +1297,14 @@ def median(values: Sequence[float | None]) -> float | None:
     return round(statistics.median(vals), 3) if vals else None
 
 
+def dig(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """``record[k1][k2]...``, or None where a key is missing."""
+    value: Any = record
+    for k in keys:
+        value = value.get(k) if isinstance(value, dict) else None
+    return value
+
+
 def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     """Rows: measure, per-setup value, ratio vs plain (where plain has the measure)."""
     rows: list[dict[str, Any]] = []
@@ -1324,36 +1332,24 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             ratio=False, better="lower")
         add("TCP throughput Gbit/s", per_setup(lambda r: r["iperf"].get("received_gbps"),
                                                traffic))
-        add("xlate_actions per session",
-            per_setup(lambda r: r["costs"]["per_session"]["xlate_actions"], traffic),
-            ratio=False, better="lower")
-        add("upcalls per session", per_setup(lambda r: r["costs"]["per_session"]["upcalls"],
-                                             traffic), ratio=False, better="lower")
-        add("datapath packets per session (lab ports)",
-            per_setup(lambda r: r["costs"]["per_session"]["lab_packets"], traffic),
-            ratio=False, better="lower")
-        add("ovs-vswitchd CPU ms per session",
-            per_setup(lambda r: r["costs"]["per_session"]["vswitchd_cpu_ms"], traffic),
-            better="lower")
-        for kind in ("ovs-vswitchd", "handler", "revalidator"):
-            add(f"  vswitchd CPU s per round: {kind.replace('ovs-vswitchd', 'main')} thread",
-                per_setup(lambda r, k=kind: r["ovs"]["vswitchd_cpu_s"].get(k), traffic),
-                ratio=False, better="lower")
-        add("CPU s of other (non-bench) processes per round",
-            per_setup(lambda r: r["ovs"]["foreign_cpu_s"], traffic), ratio=False,
-            better="lower")
-        add("packets on other bridges' ports per round",
-            per_setup(lambda r: r["ovs"]["foreign_rx_packets"], traffic), ratio=False,
-            better="lower")
-        add("rev_flow_table per session",
-            per_setup(lambda r: r["costs"]["per_session"]["rev_flow_table"], traffic),
-            ratio=False, better="lower")
-        add("lab datapath flows after a round",
-            per_setup(lambda r: r["costs"]["datapath_flows_after"], traffic), ratio=False,
-            better="lower")
-        add("revalidator dump ms after a round",
-            per_setup(lambda r: r["costs"]["dump_duration_ms"], traffic), ratio=False,
-            better="lower")
+        per_session = ("costs", "per_session")
+        diagnostics: list[tuple[str, tuple[str, ...], bool]] = [  # (label, keys, ratio)
+            ("xlate_actions per session", (*per_session, "xlate_actions"), False),
+            ("upcalls per session", (*per_session, "upcalls"), False),
+            ("datapath packets per session (lab ports)", (*per_session, "lab_packets"), False),
+            ("ovs-vswitchd CPU ms per session", (*per_session, "vswitchd_cpu_ms"), True),
+            *((f"  vswitchd CPU s per round: {label} thread", ("ovs", "vswitchd_cpu_s", kind),
+               False) for kind, label in (("ovs-vswitchd", "main"), ("handler", "handler"),
+                                          ("revalidator", "revalidator"))),
+            ("CPU s of other (non-bench) processes per round", ("ovs", "foreign_cpu_s"), False),
+            ("packets on other bridges' ports per round", ("ovs", "foreign_rx_packets"), False),
+            ("rev_flow_table per session", (*per_session, "rev_flow_table"), False),
+            ("lab datapath flows after a round", ("costs", "datapath_flows_after"), False),
+            ("revalidator dump ms after a round", ("costs", "dump_duration_ms"), False),
+        ]
+        for label, keys, ratio in diagnostics:
+            add(label, per_setup(lambda r, k=keys: dig(r, k), traffic), ratio=ratio,
+                better="lower")
     if held:
         add(f"held: established (of {opts.held})",
             per_setup(lambda r: r.get("open", {}).get("established"), held))
