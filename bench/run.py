@@ -10,8 +10,9 @@ Setups compared (lb0 is reprogrammed between them; rounds alternate
 plain, select, lbrp-<mode>, plain, ...):
 
 - ``plain``: lb0 is a wire (``in_port=1 -> 2``, ``in_port=2 -> 1``, no controller)
-  and the client talks to a backend's own address (10.0.1.2:8002): same path
-  through lb0 and r1 as through the VIP.
+  and the client spreads its sessions over the backends' own addresses
+  (10.0.1.2:8002, 10.0.1.3:8003, 10.0.1.4:8004, in turn): same path through lb0
+  and r1 as through the VIP, and the same three backend processes.
 - ``select``: a hand-made OF1.5 select group (dp_hash) that rewrites to the
   backends, plus one reverse flow per backend rewriting the source back to the
   VIP: stateless balancing, no pinning, no controller.
@@ -23,9 +24,11 @@ the lab lock free for 3 s before the next, so other users of the lab wait at
 most one phase or round):
 
 1. ``traffic``: per round and setup, TCP throughput (iperf3 c1 -> b1:5201,
-   ``--iperf-s`` s) then new sessions/s with connect p50/p99 (client.py
-   ``--duration``, concurrency 20), with OVS counter deltas (coverage,
-   dpif-netdev main thread stats, upcall/show) around each run.
+   ``--iperf-s`` s), then new sessions/s with connect p50/p99 at saturation
+   (client.py ``--duration``, concurrency 20), with OVS counter deltas (coverage,
+   dpif-netdev main thread stats, upcall/show) around that run, then connect
+   latency at a fixed load (``--paced-rate``, 500 sessions/s: one session
+   started every 2 ms, a load every setup sustains).
 2. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
    extra addresses, 10 per setup: 10.0.0.101-110 plain, .111-120 the first lbrp
    mode, ...) per setup; established and still answering,
@@ -122,7 +125,6 @@ VERIFY_RATE = 10_000
 """PINGs per second over all holders when checking that held sessions still answer."""
 HOLDER_MAX = 12_000
 """Sessions per holder process at most (each needs one file descriptor per session)."""
-PLAIN_TARGET = BACKENDS[0]
 OVS_PIDFILE = "/var/run/openvswitch/ovs-vswitchd.pid"
 LAB_PORT = re.compile(r"in_port\((?:lb0|lbrpfe0|lbrpbe0)-eth\d+\)")
 PROGRAMMED = re.compile(r"programmed: (\d+) flows, (\d+) groups in ([\d.]+) s")
@@ -159,6 +161,7 @@ class Options:
     rounds: int
     session_s: float
     concurrency: int
+    paced_rate: float
     iperf_s: float
     held: int
     held_inflight: int
@@ -194,6 +197,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--rounds", type=int, default=None, help="rounds per setup (3; quick 1)")
     p.add_argument("--session-s", type=float, default=10.0, help="seconds of new sessions")
     p.add_argument("--concurrency", type=int, default=20)
+    p.add_argument("--paced-rate", type=float, default=500.0,
+                   help="sessions/s of the paced run (connect latency at a load every setup "
+                        "sustains; 0 skips it)")
     p.add_argument("--iperf-s", type=float, default=10.0, help="seconds of iperf3")
     p.add_argument("--held", type=int, default=None, help="sessions to hold (100000; quick 5000)")
     p.add_argument("--held-inflight", type=int, default=64,
@@ -233,6 +239,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         if not eq or not key.strip():
             p.error(f"--set: KEY=VALUE, got {item!r}")
         settings[key.strip()] = yaml.safe_load(value)
+    if a.paced_rate < 0:
+        p.error("--paced-rate must be >= 0")
     if a.app_src is not None and not (a.app_src / "lbrp_app" / "__init__.py").is_file():
         p.error(f"--app-src: no lbrp_app package in {a.app_src}")
     phases = [x.strip() for x in a.phases.split(",") if x.strip()]
@@ -243,7 +251,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(
         quick=a.quick, modes=modes, out=out,
         rounds=a.rounds if a.rounds is not None else (1 if a.quick else 3),
-        session_s=a.session_s, concurrency=a.concurrency, iperf_s=a.iperf_s,
+        session_s=a.session_s, concurrency=a.concurrency, paced_rate=a.paced_rate,
+        iperf_s=a.iperf_s,
         held=a.held if a.held is not None else (5000 if a.quick else 100_000),
         held_inflight=a.held_inflight,
         cp_services=a.cp_services if a.cp_services is not None else (200 if a.quick else 2000),
@@ -780,9 +789,17 @@ class Bench:
         self.stop_controller()
 
 
-def target(setup: str) -> tuple[str, int]:
-    """Where the session client connects for ``setup``."""
-    return PLAIN_TARGET if setup == "plain" else (VIP, VPORT)
+def target(setup: str) -> tuple[str, int, list[str]]:
+    """Where the session client connects for ``setup``: address, port, extra arguments.
+
+    Plain forwarding spreads its sessions over the backends' own addresses, so that
+    every setup loads the same three backend processes (with one backend process
+    instead, plain was 5-25 % faster than any setup through the VIP on 2 cores).
+    """
+    if setup == "plain":
+        spread = ",".join(f"{ip}:{port}" for ip, port in BACKENDS)
+        return BACKENDS[0][0], BACKENDS[0][1], ["--spread", spread]
+    return VIP, VPORT, []
 
 
 _PENDING: weakref.WeakKeyDictionary[IO[str], bytearray] = weakref.WeakKeyDictionary()
@@ -865,13 +882,19 @@ def run_iperf(b: Bench, setup: str) -> dict[str, Any]:
             srv.terminate()
 
 
-def run_sessions(b: Bench, setup: str, src: str) -> dict[str, Any]:
-    """New TCP sessions (connect, request, close) from ``src`` for opts.session_s seconds."""
-    ip, port = target(setup)
+def run_sessions(b: Bench, setup: str, src: str, rate: float | None = None) -> dict[str, Any]:
+    """New TCP sessions (connect, request, close) from ``src`` for opts.session_s seconds.
+
+    As fast as the setup allows, or ``rate`` sessions/s (paced).
+    """
+    ip, port, extra = target(setup)
+    if rate:
+        extra = [*extra, "--rate", str(rate)]
     d = b.opts.session_s
     res = b.net.run_client(b.net.clients[0], ip, "tcp", port, sessions=10_000_000,
                            concurrency=b.opts.concurrency, timeout=2.0,
-                           extra=["--duration", str(d), "--src", src], run_timeout=d + 40)
+                           extra=["--duration", str(d), "--src", src, *extra],
+                           run_timeout=d + 40)
     res["ok_per_s"] = round(res["ok"] / res["elapsed_s"], 1) if res["elapsed_s"] else None
     res["src"] = src
     return res
@@ -931,16 +954,18 @@ def phase_traffic(opts: Options, work: Path, out: dict[str, Any]) -> None:
         with bench_lab(opts, work, servers=True) as b:
             b.unavailable = unavailable
             b.settles = settles
-            srcs = iter(fresh_sources(b.net, len(opts.setups), 140 + r * len(opts.setups)))
+            n = 2 * len(opts.setups)  # one address for the saturated run, one for the paced
+            srcs = iter(fresh_sources(b.net, n, 140 + r * n))
             for setup in opts.setups:
-                src = next(srcs)
+                src, paced_src = next(srcs), next(srcs)
                 if not b.use(setup):
                     continue
-                rounds.append(traffic_round(b, r, setup, src))
+                rounds.append(traffic_round(b, r, setup, src, paced_src))
 
 
-def traffic_round(b: Bench, r: int, setup: str, src: str) -> dict[str, Any]:
-    """One setup's turn in round ``r``: iperf3, then new sessions from ``src``."""
+def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dict[str, Any]:
+    """One setup's turn in round ``r``: iperf3, new sessions from ``src``, then paced
+    sessions from ``paced_src``."""
     opts = b.opts
     rec: dict[str, Any] = {"round": r + 1, "setup": setup,
                            "started": dt.datetime.now().isoformat()}
@@ -959,8 +984,13 @@ def traffic_round(b: Bench, r: int, setup: str, src: str) -> dict[str, Any]:
     rec["costs"] = ovs_costs(delta, sess["ok"] + sess["failed"])
     rec["lb_flows"] = {"table10": flow_count(10), "table11": flow_count(11),
                        "all": flow_count()}
+    if opts.paced_rate:
+        b.settle()
+        log(f"round {r + 1}/{opts.rounds} {setup}: paced sessions, {opts.paced_rate:g}/s")
+        rec["paced"] = run_sessions(b, setup, paced_src, rate=opts.paced_rate)
     log(f"  {setup}: {sess['ok_per_s']} sessions/s, p50 {sess['connect_ms_p50']} "
         f"ms, p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}, "
+        f"paced p99 {rec.get('paced', {}).get('connect_ms_p99')} ms, "
         f"iperf {rec['iperf'].get('received_gbps')} Gbit/s, "
         f"xlate/session {rec['costs']['per_session']['xlate_actions']}")
     return rec
@@ -1328,8 +1358,20 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             better="lower")
         add("connect p99 ms", per_setup(lambda r: r["sessions"]["connect_ms_p99"], traffic),
             better="lower")
+        add("connects over 1 s (SYN retransmitted) per round",
+            per_setup(lambda r: r["sessions"].get("connects_over_1s"), traffic), ratio=False,
+            better="lower")
         add("failed sessions per round", per_setup(lambda r: r["sessions"]["failed"], traffic),
             ratio=False, better="lower")
+        if opts.paced_rate:
+            rate = f"{opts.paced_rate:g}/s paced"
+            for pct in ("p50", "p99", "p999"):
+                add(f"connect {pct} ms at {rate}",
+                    per_setup(lambda r, k=f"connect_ms_{pct}": dig(r, ("paced", k)), traffic),
+                    better="lower")
+            add(f"late starts at {rate} (all workers busy)",
+                per_setup(lambda r: dig(r, ("paced", "late_starts")), traffic), ratio=False,
+                better="lower")
         add("TCP throughput Gbit/s", per_setup(lambda r: r["iperf"].get("received_gbps"),
                                                traffic))
         per_session = ("costs", "per_session")

@@ -23,7 +23,13 @@ backend counts in ``changed_backend`` and as failed. Every socket operation
 has a timeout, so the run always ends. With ``--duration S`` no new session
 starts after S seconds (``--sessions`` stays the upper bound); ``started``
 then tells how many sessions ran and ``sessions_per_s`` is per started
-session. Stdlib only.
+session. With ``--spread ADDR:PORT,...`` session i goes to the i-th target
+modulo their number instead of ``--vip``/``--port`` (client-side spreading:
+the benchmark's plain-forwarding baseline reaches the same backends as the
+load balancer). With ``--rate R`` session i starts at i/R seconds (paced: latency
+at a given load rather than at saturation); ``late_starts`` counts sessions that
+started more than 10 ms behind, when all workers were busy. ``connects_over_1s``
+counts connects that needed a SYN retransmission. Stdlib only.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+LATE_S = 0.010  # a paced session starting later than this behind its time counts as late
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
                 errno.ENETDOWN}
 
@@ -65,6 +72,12 @@ class Totals:
     by_backend: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     connect_ms: list[float] = field(default_factory=list)
+    late: int = 0
+
+    def count_late(self) -> None:
+        """A paced session that started more than LATE_S after its time."""
+        with self.lock:
+            self.late += 1
 
     def add(self, r: Result) -> None:
         """Record one session."""
@@ -129,6 +142,8 @@ class Runner:
         self.index_lock = threading.Lock()
         self.totals = Totals()
         self.stop_at: float | None = None
+        self.started = 0.0
+        self.targets: list[tuple[str, int]] = args.spread or [(args.vip, args.port)]
 
     def _take(self) -> int | None:
         with self.index_lock:
@@ -138,7 +153,13 @@ class Runner:
                 return None
             i = self.next_index
             self.next_index += 1
-            return i
+        if self.args.rate:
+            start = self.started + i / self.args.rate
+            if (wait := start - time.monotonic()) > 0:
+                time.sleep(wait)
+            elif wait < -LATE_S:
+                self.totals.count_late()
+        return i
 
     def _new_socket(self, kind: int, index: int) -> socket.socket:
         sock = socket.socket(self.family, kind)
@@ -159,7 +180,7 @@ class Runner:
         sock = self._new_socket(socket.SOCK_STREAM, index)
         try:
             t0 = time.perf_counter()
-            sock.connect((a.vip, a.port))
+            sock.connect(self.targets[index % len(self.targets)])
             connect_ms = (time.perf_counter() - t0) * 1000.0
             if a.hold is None:
                 sock.sendall(self.message)
@@ -194,10 +215,9 @@ class Runner:
 
     def udp_session(self, index: int) -> Result:
         """Fresh socket, one datagram, one reply."""
-        a = self.args
         sock = self._new_socket(socket.SOCK_DGRAM, index)
         try:
-            sock.connect((a.vip, a.port))
+            sock.connect(self.targets[index % len(self.targets)])
             t0 = time.perf_counter()
             sock.send(self.message)
             data = sock.recv(4096)
@@ -228,8 +248,9 @@ class Runner:
         threads = [threading.Thread(target=self.worker, daemon=True)
                    for _ in range(n_threads)]
         t0 = time.perf_counter()
+        self.started = time.monotonic()
         if a.duration is not None:
-            self.stop_at = time.monotonic() + a.duration
+            self.stop_at = self.started + a.duration
         for t in threads:
             t.start()
         for t in threads:
@@ -243,6 +264,9 @@ class Runner:
             "elapsed_s": round(elapsed, 3),
             "connect_ms_p50": percentile(tot.connect_ms, 50),
             "connect_ms_p99": percentile(tot.connect_ms, 99),
+            "connect_ms_p999": percentile(tot.connect_ms, 99.9),
+            "connect_ms_max": round(max(tot.connect_ms), 3) if tot.connect_ms else None,
+            "connects_over_1s": sum(1 for ms in tot.connect_ms if ms >= 1000.0),
             "errors": dict(sorted(tot.errors.items())),
             "sessions_per_s": round(self.next_index / elapsed, 1) if elapsed > 0 else None,
             "proto": a.proto,
@@ -252,10 +276,24 @@ class Runner:
         }
         if a.hold is not None:
             summary["changed_backend"] = tot.changed
+        if a.rate:
+            summary["rate"] = a.rate
+            summary["late_starts"] = tot.late
         if a.duration is not None:
             summary["duration_s"] = a.duration
             summary["started"] = self.next_index
         return summary
+
+
+def _targets(text: str) -> list[tuple[str, int]]:
+    """``10.0.1.2:8002,10.0.1.3:8003`` -> [(addr, port), ...] (IPv4 only)."""
+    out = []
+    for item in text.split(","):
+        addr, sep, port = item.rpartition(":")
+        if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"not ADDR:PORT: {item!r}")
+        out.append((addr, int(port)))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -277,6 +315,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ping-interval", type=float, default=0.2)
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="start no new session after this many seconds")
+    p.add_argument("--rate", type=float, default=None, metavar="PER_S",
+                   help="start session i at i/PER_S seconds (paced, not as fast as possible)")
+    p.add_argument("--spread", type=_targets, default=None, metavar="ADDR:PORT,...",
+                   help="session i connects to the i-th of these (mod their number)")
     args = p.parse_args(argv)
     if args.sessions < 0 or args.concurrency < 1 or args.timeout <= 0:
         p.error("--sessions >= 0, --concurrency >= 1 and --timeout > 0 please")
@@ -284,6 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--src-port-base must be in 1..65535")
     if args.hold is not None and args.proto != "tcp":
         p.error("--hold is for TCP only")
+    if args.rate is not None and args.rate <= 0:
+        p.error("--rate must be > 0")
     if args.duration is not None and args.duration <= 0:
         p.error("--duration must be > 0")
     return args
