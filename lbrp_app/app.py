@@ -313,9 +313,19 @@ class LbrpApp(app_manager.OSKenApp):
 
     def _apply_diff(self, sw: Switch, d: pl.Diff, cfg: Config) -> None:
         """One atomic bundle, then what cannot be bundled (conntrack flushes)."""
-        bundle, after = ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d,
-                                            cfg.settings.session_pinning == "conntrack")
+        conntrack = cfg.settings.session_pinning == "conntrack"
+        bundle, after = ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d, conntrack)
         commit(sw.dp, self.tracker, bundle, SWITCH_TIMEOUT)
+        shared = {pl.ct_label(p.service, p.backend) for p in d.purge_sessions
+                  if conntrack and p.shared and p.backend is not None}
+        if shared:  # listed after the bundle: no new connection gets these labels now
+            try:
+                conns = ovsdb.labelled_connections(ovsdb.dump_conntrack(), shared)
+            except (RuntimeError, OSError) as exc:
+                LOG.warning("switch %016x: conntrack not listed, sessions of removed "
+                            "shared backends stay until they expire: %s", sw.dp.id, exc)
+                conns = []
+            after += [ofmsg.ct_flush_connection(sw.dp.ofproto_parser, *c) for c in conns]
         if after:
             errors = request(sw.dp, self.tracker, after, SWITCH_TIMEOUT).errors
             if errors:

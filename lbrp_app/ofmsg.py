@@ -225,8 +225,9 @@ def ct_flush(parser: ModuleType, purge: pl.Purge) -> Any:
     """NXT_CT_FLUSH of the conntrack entries of a purge (os-ken has no class for it).
 
     A whole service: the original direction's destination (VIP and port). One
-    backend: the reply direction's source (its address and port), so a backend
-    shared by two services of the same protocol loses the other's sessions too.
+    backend: the reply direction's source (its address and port). A backend shared
+    with another service (``purge.shared``) is not flushed this way, which would end
+    the other service's sessions too: see :func:`ct_flush_connection`.
     """
     key = purge.service
     body = struct.pack("!BB6x", pl.IP_PROTO[key.proto], 0)
@@ -240,6 +241,17 @@ def ct_flush(parser: ModuleType, purge: pl.Purge) -> Any:
         body += _nested(NXT_CT_REPLY_DIRECTION, _prop(NXT_CT_SRC, _addr(be.ip))
                         + _prop(NXT_CT_SRC_PORT, struct.pack("!HH", be.port, 0)))
     body += _prop(NXT_CT_ZONE_ID, struct.pack("!HH", pl.CT_ZONE, 0))
+    return parser.OFPExperimenter(None, NX_VENDOR_ID, NXT_CT_FLUSH, body)
+
+
+def ct_flush_connection(parser: ModuleType, proto: str, src: str, dst: str, sport: int,
+                        dport: int) -> Any:
+    """NXT_CT_FLUSH of one connection of the sessions' zone, by its original tuple."""
+    orig = (_prop(NXT_CT_SRC, _addr(src)) + _prop(NXT_CT_DST, _addr(dst))
+            + _prop(NXT_CT_SRC_PORT, struct.pack("!HH", sport, 0))
+            + _prop(NXT_CT_DST_PORT, struct.pack("!HH", dport, 0)))
+    body = (struct.pack("!BB6x", pl.IP_PROTO[proto], 0) + _nested(NXT_CT_ORIG_DIRECTION, orig)
+            + _prop(NXT_CT_ZONE_ID, struct.pack("!HH", pl.CT_ZONE, 0)))
     return parser.OFPExperimenter(None, NX_VENDOR_ID, NXT_CT_FLUSH, body)
 
 
@@ -258,7 +270,8 @@ def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff,
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_DELETE_STRICT) for f in d.delete_flows]
     msgs += [delete_group(parser, ofp, gid) for gid in d.delete_groups]
     if conntrack:
-        return msgs, [ct_flush(parser, p) for p in d.purge_sessions]
+        # shared backends: the app lists their connections after the bundle
+        return msgs, [ct_flush(parser, p) for p in d.purge_sessions if not p.shared]
     for table in pl.SESSION_TABLES:
         msgs += [delete_by_cookie(parser, ofp, *p.cookie_mask(), table) for p in d.purge_sessions]
     return msgs, []

@@ -92,6 +92,21 @@ def conntrack_sessions() -> int | None:
                                   f"zone={pl.CT_ZONE}"]), pl.CT_ZONE)
 
 
+CONN = re.compile(r"^(tcp|udp),orig=\(src=([\d.]+),dst=([\d.]+),sport=(\d+),dport=(\d+)\)"
+                  r".*?,labels=0x([0-9a-f]+)")
+
+
+def labelled_connections(dump: str, labels: set[int]) -> list[tuple[str, str, str, int, int]]:
+    """(proto, src, dst, sport, dport) of the original direction of each connection in
+    ``dpctl/dump-conntrack`` output whose ct_label is in ``labels``."""
+    out = []
+    for line in dump.splitlines():
+        m = CONN.match(line)
+        if m and int(m.group(6), 16) in labels:
+            out.append((m.group(1), m.group(2), m.group(3), int(m.group(4)), int(m.group(5))))
+    return out
+
+
 def dump_conntrack() -> str:
     """Every connection of the sessions' zone, one per line (costly: see above)."""
     return _run(["ovs-appctl", "--timeout=10", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"])

@@ -80,7 +80,11 @@ Table 43 ``CT_SENT``
   0    drop (counted: the zone is full, nothing was committed or rewritten)
 
 Removing a backend deletes its flows and flushes its connections with
-NXT_CT_FLUSH (original destination VIP:vport, reply source backend:bport).
+NXT_CT_FLUSH by the reply's source backend:bport; when that ip:port also serves
+another service of the protocol, by each connection's original tuple instead,
+listed from a conntrack dump by ct_label (OVS 3.1 flushes nothing when partial
+original and reply tuples are both given). Removing a service flushes by the
+original destination VIP:vport.
 
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
 output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) |
@@ -538,10 +542,15 @@ def desired_state(cfg: Config, p: Ports) -> State:
 
 @dataclass(frozen=True)
 class Purge:
-    """Sessions to end: every session of a service, or those of one of its backends."""
+    """Sessions to end: every session of a service, or those of one of its backends.
+
+    ``shared``: the backend's ip:port also serves another service of the same protocol,
+    so (conntrack pinning) its connections must be told apart by their ct_label.
+    """
 
     service: ServiceKey
     backend: Backend | None = None
+    shared: bool = False
 
     def cookie_mask(self) -> tuple[int, int]:
         """Learned flows of these sessions (learn pinning)."""
@@ -590,7 +599,11 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
             out.append(Purge(key))
             continue
         kept = {b.addr for b in new.services[key].backends}
-        out += [Purge(key, b) for b in svc.backends if b.addr not in kept]
+        gone = [b for b in svc.backends if b.addr not in kept]
+        if gone:
+            others = {b.addr for k, s in new.services.items()
+                      if k != key and k.proto == key.proto for b in s.backends}
+            out += [Purge(key, b, b.addr in others) for b in gone]
     return out
 
 

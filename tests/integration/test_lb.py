@@ -76,13 +76,14 @@ def client(net: Any, proto: str, sessions: int, port: int = 8000, host: int = 0,
     return net.run_client(net.clients[host], vip, proto, port, sessions=sessions, **kw)
 
 
-def hold(net: Any, sessions: int, seconds: float, host: int = 0) -> subprocess.Popen[str]:
-    """Start ``sessions`` long-lived TCP sessions to the VIP in the background."""
+def hold(net: Any, sessions: int, seconds: float, host: int = 0,
+         vip: str = VIP) -> subprocess.Popen[str]:
+    """Start ``sessions`` long-lived TCP sessions to ``vip``:8000 in the background."""
     from topologies.lbrp_topo import CLIENT
 
     return net.popen_tracked(
         net.clients[host],
-        [sys.executable, str(CLIENT), "--vip", VIP, "--proto", "tcp", "--port", "8000",
+        [sys.executable, str(CLIENT), "--vip", vip, "--proto", "tcp", "--port", "8000",
          "--sessions", str(sessions), "--concurrency", str(sessions), "--timeout", "2",
          "--hold", str(seconds), "--ping-interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -269,6 +270,22 @@ def test_removing_a_backend_purges_its_sessions_only(lb: Any) -> None:
     assert held["ok"] >= sum(v for k, v in held["by_backend"].items() if k != "b2") - on_b2
     time.sleep(1)  # a revalidator must not bring the purged sessions back
     assert backend_sessions(lb, B2, 8002) == 0
+
+
+def test_removing_a_shared_backend_keeps_the_other_services_sessions(lb: Any) -> None:
+    """b2:8002 serves WEB and a second TCP service; leaving WEB ends WEB's sessions only."""
+    ctl: Controller = lb.ctl
+    other = "13.13.13.15"
+    assert ctl.request("PUT", f"/services/{other}/tcp/8000",
+                       {"backends": [{"ip": B2, "port": 8002, "weight": 1}]})[0] == 201
+    web, kept = hold(lb, 40, 6), hold(lb, 10, 6, host=1, vip=other)
+    time.sleep(2)
+    assert ctl.request("DELETE", f"{WEB}/backends/{B2}/8002")[0] == 204
+    web_held, kept_held = hold_result(web), hold_result(kept)
+    assert kept_held["ok"] == 10 and kept_held["by_backend"] == {"b2": 10}, kept_held
+    # WEB's sessions on b2 are cut, the others live on
+    assert web_held["failed"] >= 1 and web_held["changed_backend"] == 0, web_held
+    assert "b2" not in web_held["by_backend"], web_held
 
 
 def test_service_without_backends_rejects_tcp_with_rst_and_udp_with_icmp(lb: Any) -> None:

@@ -144,3 +144,25 @@ def test_packed_learn_is_byte_identical_to_os_kens_encoder() -> None:
         back = parser.msg_parser(DP, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(raw), 7, raw)
         acts = back.instructions[0].actions
         assert [type(x).__name__ for x in acts].count("NXActionLearn") == 2
+
+
+def test_ct_flush_of_one_connection_by_its_original_tuple() -> None:
+    """``ovs-ofctl ofp-print`` (3.1) reads these bytes as NXT_CT_FLUSH zone=19522
+    'ct_nw_src=10.0.0.1,ct_nw_dst=13.13.13.13,ct_tp_src=40000,ct_tp_dst=8000,ct_nw_proto=6'
+    with an empty reply tuple."""
+    ref = ("06040068000000020000232000000020060000000000000000000048000000000000001400000000"
+           "000000000000ffff0a000001000000000001001400000000000000000000ffff0d0d0d0d00000000"
+           "000200089c400000000300081f400000000200084c420000")
+    m = ofmsg.ct_flush_connection(parser, "tcp", "10.0.0.1", "13.13.13.13", 40000, 8000)
+    m.datapath, m.xid = DP, 2
+    m.serialize()
+    assert bytes(m.buf).hex() == ref
+
+
+def test_shared_backend_purge_is_left_to_the_app_in_conntrack_mode() -> None:
+    d = pl.Diff(purge_sessions=(pl.Purge(WEB, Backend("10.0.1.3", 8003), shared=True),))
+    bundle, after = ofmsg.diff_messages(parser, ofp, d, conntrack=True)
+    assert bundle == [] and after == []
+    # learn pinning: cookies are per service and backend, shared or not
+    bundle, _ = ofmsg.diff_messages(parser, ofp, d, conntrack=False)
+    assert len(bundle) == len(pl.SESSION_TABLES)

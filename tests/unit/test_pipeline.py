@@ -311,3 +311,22 @@ def test_tcp_syns_skip_the_session_lookup_in_learn_mode_only() -> None:
     ct = pl.desired_state(replace(cfg(web, dns), settings=Settings(session_pinning="conntrack")),
                           PORTS)
     assert not [f for f in flows_of(ct, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE_SYN]
+
+
+def test_a_removed_backend_that_serves_another_service_of_its_protocol_is_shared() -> None:
+    b1, b2 = Backend("10.0.1.2", 8002), Backend("10.0.1.3", 8002)
+    other_tcp = ServiceKey("13.13.13.15", "tcp", 80)
+    udp = ServiceKey("13.13.13.13", "udp", 8000)
+    old = (Config().with_service(Service(WEB, "", (b1, b2)))
+           .with_service(Service(other_tcp, "", (b2,)))
+           .with_service(Service(udp, "", (b1,))))
+    # b2 also serves another TCP service: its connections must be chosen by label
+    new = old.with_service(Service(WEB, "", (b1,)))
+    assert pl.purged_sessions(old, new) == [pl.Purge(WEB, b2, shared=True)]
+    # b1 also serves a UDP service only: another protocol, never the same connections
+    new = old.with_service(Service(WEB, "", (b2,)))
+    assert pl.purged_sessions(old, new) == [pl.Purge(WEB, b1, shared=False)]
+    # b2 leaves both TCP services in one change: nothing of it is kept
+    new = new.with_service(Service(WEB, "", (b1,))).without_service(other_tcp)
+    assert sorted(pl.purged_sessions(old, new), key=str) == sorted(
+        [pl.Purge(WEB, b2), pl.Purge(other_tcp)], key=str)

@@ -163,3 +163,24 @@ def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> No
     assert backend(doc, "10.0.1.2")["active_sessions"] == 2
     assert backend(doc, "10.0.1.3")["active_sessions"] == 0
     assert doc["services"][0]["active_sessions"] == 2
+
+
+def test_labelled_connections_lists_original_tuples_by_label() -> None:
+    from lbrp_app.ovsdb import labelled_connections
+    mine, other = pl.ct_label(WEB, B1), pl.ct_label(WEB, B1) + 1
+    dump = "\n".join([
+        ("tcp,orig=(src=10.0.0.1,dst=13.13.13.13,sport=40000,dport=8000),reply=(src=10.0.1.2,"
+        f"dst=10.0.0.1,sport=8002,dport=40000),zone=19522,labels=0x{mine:x},"
+        "protoinfo=(state=ESTABLISHED)"),
+        ("tcp,orig=(src=10.0.0.2,dst=13.13.13.15,sport=40001,dport=80),reply=(src=10.0.1.2,"
+        f"dst=10.0.0.2,sport=8002,dport=40001),zone=19522,labels=0x{other:x},"
+        "protoinfo=(state=ESTABLISHED)"),
+        ("udp,orig=(src=10.0.0.3,dst=13.13.13.13,sport=5353,dport=8000),reply=(src=10.0.1.2,"
+        f"dst=10.0.0.3,sport=8003,dport=5353),zone=19522,mark=1,labels=0x{mine:x}"),
+        ("icmp,orig=(src=10.0.0.1,dst=10.0.1.2,id=1,type=8,code=0),reply=(src=10.0.1.2,"
+        "dst=10.0.0.1,id=1,type=0,code=0),zone=19522"),
+    ])
+    assert labelled_connections(dump, {mine}) == [
+        ("tcp", "10.0.0.1", "13.13.13.13", 40000, 8000),
+        ("udp", "10.0.0.3", "13.13.13.13", 5353, 8000)]
+    assert labelled_connections(dump, set()) == []
