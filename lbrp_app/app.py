@@ -160,6 +160,9 @@ class LbrpApp(app_manager.OSKenApp):
                     sw.bridge = ovsdb.limit_sessions(dp.id, settings.max_sessions)
                     if settings.datapath_max_idle_ms:
                         ovsdb.datapath_max_idle(settings.datapath_max_idle_ms)
+                    elif ovsdb.release_max_idle():
+                        LOG.info("ovs-vswitchd max-idle back to the OVS default: "
+                                 "datapath_max_idle_ms is no longer set")
                     if settings.session_pinning == "conntrack":
                         ovsdb.limit_connections(settings.max_sessions)
                         ovsdb.conntrack_timeouts(sw.bridge, settings.tcp_idle_timeout,

@@ -131,10 +131,29 @@ def conntrack_timeouts(bridge: str, tcp_idle: int, tcp_fin: int, udp_idle: int) 
            f"udp_first={SYN_TIMEOUT}", f"udp_single={SYN_TIMEOUT}", f"udp_multiple={udp_idle}")
 
 
+MAX_IDLE_MARK = "lbrp-max-idle"  # Open_vSwitch external_ids: the max-idle lbrp set
+
+
 def datapath_max_idle(ms: int) -> None:
     """Expire idle datapath flows after ``ms`` (OVS default 10 s). Global to ovs-vswitchd.
 
     Learn pinning makes OVS revalidate every datapath flow after each learned flow;
-    fewer idle datapath flows make that cheaper.
+    fewer idle datapath flows make that cheaper. The value is also recorded in
+    ``external_ids``, so that :func:`release_max_idle` can take it back.
     """
-    _vsctl("set", "Open_vSwitch", ".", f"other_config:max-idle={ms}")
+    _vsctl("set", "Open_vSwitch", ".", f"other_config:max-idle={ms}",
+           f"external_ids:{MAX_IDLE_MARK}={ms}")
+
+
+def release_max_idle() -> bool:
+    """Remove the max-idle lbrp set, unless someone changed it since; True if removed."""
+    mark = _vsctl("--if-exists", "get", "Open_vSwitch", ".", f"external_ids:{MAX_IDLE_MARK}")
+    if not mark:
+        return False
+    now = _vsctl("--if-exists", "get", "Open_vSwitch", ".", "other_config:max-idle")
+    ours = now.strip('"') == mark.strip('"')
+    args = ["remove", "Open_vSwitch", ".", "external_ids", MAX_IDLE_MARK]
+    if ours:
+        args += ["--", "remove", "Open_vSwitch", ".", "other_config", "max-idle"]
+    _vsctl(*args)
+    return ours

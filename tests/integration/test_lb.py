@@ -376,6 +376,48 @@ def test_failed_save_is_503_and_rolled_back_on_the_switch(lb: Any,
     assert ctl.request("GET", "/services")[1] == services_before
 
 
+def _max_idle() -> str:
+    """ovs-vswitchd's other_config:max-idle, "" when unset."""
+    return subprocess.run(["ovs-vsctl", "--if-exists", "get", "Open_vSwitch", ".",
+                           "other_config:max-idle"], capture_output=True, text=True,
+                          check=True).stdout.strip().strip('"')
+
+
+def _set_max_idle(value: str) -> None:
+    args = (["set", "Open_vSwitch", ".", f"other_config:max-idle={value}"] if value
+            else ["remove", "Open_vSwitch", ".", "other_config", "max-idle"])
+    subprocess.run(["ovs-vsctl", *args], check=True)
+
+
+def test_datapath_max_idle_is_set_and_taken_back_when_removed(lb: Any) -> None:
+    """``datapath_max_idle_ms`` sets ovs-vswitchd's max-idle; once it is gone from the
+    YAML, a restart puts the OVS default back, but leaves a value someone else set."""
+    ctl: Controller = lb.ctl
+    original, before = ctl.config_path.read_text(), _max_idle()
+
+    def restart(extra: dict[str, Any]) -> None:
+        ctl.stop()
+        ctl.config_path.write_text(yaml.safe_dump({**yaml.safe_load(original), **extra}))
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+
+    try:
+        _set_max_idle("")
+        restart({"datapath_max_idle_ms": 1234})
+        assert _max_idle() == "1234"
+        restart({})
+        assert _max_idle() == ""
+        _set_max_idle("4321")  # not lbrp's: kept
+        restart({})
+        assert _max_idle() == "4321"
+    finally:
+        _set_max_idle(before)
+        ctl.stop()
+        ctl.config_path.write_text(original)
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+
+
 def test_kill_9_restart_keeps_sessions_and_acknowledged_config(lb: Any) -> None:
     ctl: Controller = lb.ctl
     assert ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 3})[0] == 201
