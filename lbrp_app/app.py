@@ -83,6 +83,11 @@ class LbrpApp(app_manager.OSKenApp):
         LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
 
     def start(self) -> Any:
+        short = pl.short_timeouts(self.config.settings)
+        if short:
+            LOG.warning("learn pinning: %s (OVS max-idle plus a revalidator round): a "
+                        "client reusing a source port within that time may need a SYN "
+                        "retransmission", ", ".join(short))
         thread = super().start()
         from lbrp_app.rest import serve
 

@@ -149,7 +149,7 @@ class Settings:
     frontend_port: int | str = 1
     backend_port: int | str = 2
     tcp_idle_timeout: int = 300
-    tcp_fin_timeout: int = 5
+    tcp_fin_timeout: int = 12  # learn: > OVS's datapath max-idle (pipeline.short_timeouts)
     udp_idle_timeout: int = 60
     max_sessions: int = 200_000
     packet_in_rate: int = 200

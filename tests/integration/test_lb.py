@@ -234,6 +234,22 @@ def test_long_lived_sessions_keep_backend_while_backends_are_added(lb: Any) -> N
     assert fresh["by_backend"].get("b3", 0) >= 85, fresh
 
 
+def test_a_client_port_reused_after_its_session_closed_connects_at_once(lb: Any) -> None:
+    """A new connection from the source port of a session that closed 7 s earlier.
+
+    OVS may still cache the old SYN's datapath flow (max-idle 10 s), which forwards the
+    new SYN without running ``learn``. With a FIN timeout shorter than that, the old
+    learned flows were gone and the SYN-ACK left un-rewritten: a SYN retransmission.
+    """
+    port = ["--src-port-base", "47123"]
+    first = client(lb, "tcp", 1, host=1, extra=port)
+    time.sleep(7)
+    again = client(lb, "tcp", 1, host=1, extra=port)
+    assert first["ok"] == 1 and again["ok"] == 1, (first, again)
+    assert again["connects_over_1s"] == 0 and again["connect_ms_max"] < 500, again
+    assert again["by_backend"] == first["by_backend"]  # the same 5-tuple hashes alike
+
+
 def test_weight_zero_drains(lb: Any) -> None:
     ctl: Controller = lb.ctl
     proc = hold(lb, 30, 5)

@@ -62,7 +62,7 @@ def test_service_programs_classifier_group_and_learn_flows() -> None:
     learns = [a for a in f.actions if isinstance(a, pl.Learn)]
     assert [lr.table for lr in learns] == [pl.SESSION_FWD, pl.SESSION_REV]
     assert all(lr.cookie == pl.session_cookie(WEB, B1)[0] for lr in learns)
-    assert learns[0].fin_idle_timeout == 5 and learns[0].idle_timeout == 300
+    assert learns[0].fin_idle_timeout == 12 and learns[0].idle_timeout == 300
     # forward learned flows skip SYNs, so a SYN always re-learns through the group
     assert ("match", 0, ("tcp_flags", 1), 1) in learns[0].specs
     assert f.actions[-1] == pl.Output(2)
@@ -330,3 +330,12 @@ def test_a_removed_backend_that_serves_another_service_of_its_protocol_is_shared
     new = new.with_service(Service(WEB, "", (b1,))).without_service(other_tcp)
     assert sorted(pl.purged_sessions(old, new), key=str) == sorted(
         [pl.Purge(WEB, b2), pl.Purge(other_tcp)], key=str)
+
+
+def test_timeouts_shorter_than_a_cached_datapath_flow_are_named() -> None:
+    s = Settings()
+    assert pl.short_timeouts(s) == []  # the defaults outlive OVS's 10 s max-idle
+    s = replace(s, tcp_fin_timeout=5, udp_idle_timeout=11)
+    assert pl.short_timeouts(s) == ["tcp_fin_timeout 5 s < 12 s", "udp_idle_timeout 11 s < 12 s"]
+    assert pl.short_timeouts(replace(s, datapath_max_idle_ms=1500)) == []  # 2 + 2 s
+    assert pl.short_timeouts(replace(s, session_pinning="conntrack")) == []
