@@ -28,7 +28,8 @@ most one phase or round):
    (client.py ``--duration``, concurrency 20), with OVS counter deltas (coverage,
    dpif-netdev main thread stats, upcall/show) around that run, then connect
    latency at a fixed load (``--paced-rate``, 500 sessions/s: one session
-   started every 2 ms, a load every setup sustains).
+   started every 2 ms, a load every setup sustains), once the saturated run's
+   sessions have expired from lb0 (learned flows, conntrack entries).
 2. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
    extra addresses, 10 per setup: 10.0.0.101-110 plain, .111-120 the first lbrp
    mode, ...) per setup; established and still answering,
@@ -669,6 +670,21 @@ class Bench:
         self.settles.append({"how": "idle", "s": round(time.monotonic() - t0, 1),
                              "left": left})
 
+    def wait_sessions_gone(self) -> float:
+        """Wait (at most settle_timeout) until the last run's pinned sessions expired.
+
+        Learned flows and conntrack entries of closed sessions live for the FIN timeout
+        (12 s by default); expiring tens of thousands of them during the next run would
+        measure that run against the previous one's clean-up. Returns the seconds waited.
+        """
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < self.opts.settle_timeout:
+            learned = (flow_count(10) or 0) + (flow_count(11) or 0)
+            if learned <= SETTLE_MAX_FLOWS and (ct_count() or 0) <= SETTLE_MAX_FLOWS:
+                break
+            time.sleep(1.0)
+        return round(time.monotonic() - t0, 1)
+
     def stop_controller(self) -> None:
         """Stop lbrp's controller if we run one."""
         if self.ctl is not None:
@@ -987,6 +1003,7 @@ def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dic
                        "all": flow_count()}
     if opts.paced_rate:
         b.settle()
+        rec["paced_wait_s"] = b.wait_sessions_gone()
         log(f"round {r + 1}/{opts.rounds} {setup}: paced sessions, {opts.paced_rate:g}/s")
         rec["paced"] = run_sessions(b, setup, paced_src, rate=opts.paced_rate)
     log(f"  {setup}: {sess['ok_per_s']} sessions/s, p50 {sess['connect_ms_p50']} "
