@@ -85,6 +85,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from lbrp_app.pipeline import SESSION_TABLES
 from topologies.controller import Controller, free_port
 from topologies.lbrp_topo import (
     BACKEND_PORT,
@@ -658,17 +659,12 @@ class Bench:
         Waits until at most SETTLE_MAX_FLOWS TCP/UDP datapath flows of the lab are left
         (an iperf3 run leaves a handful: harmless; a session run leaves thousands).
         """
-        t0 = time.monotonic()
         if self.opts.flush_datapath:
             _sh(["ovs-appctl", "dpctl/del-flows"])
             self.settles.append({"how": "dpctl/del-flows", "s": 0.0})
             return
-        left = lab_l4_dp_flows()
-        while left > SETTLE_MAX_FLOWS and time.monotonic() - t0 < self.opts.settle_timeout:
-            time.sleep(1.0)
-            left = lab_l4_dp_flows()
-        self.settles.append({"how": "idle", "s": round(time.monotonic() - t0, 1),
-                             "left": left})
+        waited, left = self._wait_down(lab_l4_dp_flows)
+        self.settles.append({"how": "idle", "s": waited, "left": left})
 
     def wait_sessions_gone(self) -> float:
         """Wait (at most settle_timeout) until the last run's pinned sessions expired.
@@ -677,13 +673,21 @@ class Bench:
         (12 s by default); expiring tens of thousands of them during the next run would
         measure that run against the previous one's clean-up. Returns the seconds waited.
         """
+        def left() -> int:
+            learned = sum(flow_count(t) or 0 for t in SESSION_TABLES)
+            return max(learned, ct_count() or 0)
+
+        return self._wait_down(left)[0]
+
+    def _wait_down(self, count: Callable[[], int]) -> tuple[float, int]:
+        """Poll ``count()`` every second until it is at most SETTLE_MAX_FLOWS, for at
+        most settle_timeout: (seconds waited, last count)."""
         t0 = time.monotonic()
-        while time.monotonic() - t0 < self.opts.settle_timeout:
-            learned = (flow_count(10) or 0) + (flow_count(11) or 0)
-            if learned <= SETTLE_MAX_FLOWS and (ct_count() or 0) <= SETTLE_MAX_FLOWS:
-                break
+        n = count()
+        while n > SETTLE_MAX_FLOWS and time.monotonic() - t0 < self.opts.settle_timeout:
             time.sleep(1.0)
-        return round(time.monotonic() - t0, 1)
+            n = count()
+        return round(time.monotonic() - t0, 1), n
 
     def stop_controller(self) -> None:
         """Stop lbrp's controller if we run one."""

@@ -96,15 +96,23 @@ CONN = re.compile(r"^(tcp|udp),orig=\(src=([\d.]+),dst=([\d.]+),sport=(\d+),dpor
                   r".*?,labels=0x([0-9a-f]+)")
 
 
-def labelled_connections(dump: str, labels: set[int]) -> list[tuple[str, str, str, int, int]]:
-    """(proto, src, dst, sport, dport) of the original direction of each connection in
-    ``dpctl/dump-conntrack`` output whose ct_label is in ``labels``."""
+Origin = tuple[str, str, str, int, int]  # proto, src, dst, sport, dport (original direction)
+
+
+def labelled_entries(dump: str) -> list[tuple[int, Origin]]:
+    """(ct_label, original tuple) of each TCP/UDP connection with a label in
+    ``dpctl/dump-conntrack`` output."""
     out = []
     for line in dump.splitlines():
-        m = CONN.match(line)
-        if m and int(m.group(6), 16) in labels:
-            out.append((m.group(1), m.group(2), m.group(3), int(m.group(4)), int(m.group(5))))
+        if m := CONN.match(line):
+            out.append((int(m.group(6), 16), (m.group(1), m.group(2), m.group(3),
+                                              int(m.group(4)), int(m.group(5)))))
     return out
+
+
+def labelled_connections(dump: str, labels: set[int]) -> list[Origin]:
+    """Original tuples of the connections whose ct_label is in ``labels``."""
+    return [origin for label, origin in labelled_entries(dump) if label in labels]
 
 
 def dump_conntrack() -> str:

@@ -401,6 +401,11 @@ def ct_label(svc: ServiceKey, be: Backend) -> int:
     return (svc.service_id << 24) | be.backend_id
 
 
+def ct_label_ids(label: int) -> tuple[int, int]:
+    """(service id, backend id) of a ct_label made by :func:`ct_label`."""
+    return label >> 24, label & 0xFFFFFF
+
+
 def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
     """Conntrack pinning of one backend: commit with DNAT, then forward both ways."""
     key = svc.key
@@ -614,6 +619,7 @@ def changed_services(old: Config, new: Config) -> list[ServiceKey]:
 def purged_sessions(old: Config, new: Config) -> list[Purge]:
     """Sessions of every backend (or service) present in ``old`` but not in ``new``."""
     out: list[Purge] = []
+    served: dict[str, set[tuple[str, int]]] = {}  # proto -> backend addrs kept in ``new``
     for key in changed_services(old, new):
         svc = old.services.get(key)
         if svc is None:
@@ -623,10 +629,11 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
             continue
         kept = {b.addr for b in new.services[key].backends}
         gone = [b for b in svc.backends if b.addr not in kept]
-        if gone:
-            others = {b.addr for k, s in new.services.items()
-                      if k != key and k.proto == key.proto for b in s.backends}
-            out += [Purge(key, b, b.addr in others) for b in gone]
+        if gone and key.proto not in served:
+            served[key.proto] = {b.addr for k, s in new.services.items()
+                                 if k.proto == key.proto for b in s.backends}
+        # a gone backend is not in this service's new backends: any match is another's
+        out += [Purge(key, b, b.addr in served[key.proto]) for b in gone]
     return out
 
 

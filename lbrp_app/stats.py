@@ -25,12 +25,13 @@ conntrack dump (``conntrack_dump_interval``; see :mod:`lbrp_app.ovsdb`).
 
 from __future__ import annotations
 
-import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
+from lbrp_app.ovsdb import labelled_entries
 
 
 class Monotonic:
@@ -208,12 +209,7 @@ def count_conntrack_labels(dump: str) -> dict[tuple[int, int], int]:
 
     Each session's connection carries its backend's ct_label (pipeline.ct_label).
     """
-    out: dict[tuple[int, int], int] = {}
-    for label in re.findall(r"\blabels=0x([0-9a-f]+)", dump):
-        value = int(label, 16)
-        key = (value >> 24, value & 0xFFFFFF)
-        out[key] = out.get(key, 0) + 1
-    return out
+    return dict(Counter(pl.ct_label_ids(label) for label, _ in labelled_entries(dump)))
 
 
 def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any], msg: Any,
