@@ -263,9 +263,14 @@ def test_weight_zero_drains(lb: Any) -> None:
 
 
 def test_all_weights_zero_rejects_new_sessions(lb: Any) -> None:
+    """With every weight 0 a new 5-tuple is refused.
+
+    The client ports are fixed below the ephemeral range: a port an earlier test used
+    would still be pinned to b1, and a weight-0 backend keeps its sessions (drain).
+    """
     ctl: Controller = lb.ctl
     ctl.request("PUT", DNS, {"backends": [{"ip": B1, "port": 8003, "weight": 0}]})
-    res = client(lb, "udp", 5, timeout=1)
+    res = client(lb, "udp", 5, timeout=1, extra=["--src-port-base", "24000"])
     assert res["ok"] == 0 and res["errors"].get("refused") == 5, res
 
 
