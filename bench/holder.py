@@ -24,15 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import json
-import math
 import resource
 import socket
 import struct
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script in a host
+from topologies.client import classify, percentile
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -68,30 +70,7 @@ class Session(asyncio.Protocol):
             # EOF; a reply before it means backend_server gave up waiting for HOLD
             self.lost_how = "fin_after_reply" if self.ever_replied else "fin"
         else:
-            self.lost_how = kind(exc)
-
-
-def kind(exc: BaseException) -> str:
-    """Short error kind."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, ConnectionResetError):
-        return "reset"
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    if isinstance(exc, OSError):
-        return {errno.EADDRNOTAVAIL: "no_port", errno.EMFILE: "emfile",
-                errno.ENFILE: "enfile", errno.EHOSTUNREACH: "unreachable",
-                errno.ENETUNREACH: "unreachable"}.get(exc.errno or 0, f"errno{exc.errno}")
-    return type(exc).__name__
-
-
-def pct(values: list[float], p: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[max(1, min(len(s), math.ceil(p / 100 * len(s)))) - 1], 3)
+            self.lost_how = classify(exc)
 
 
 def parse_dst(text: str) -> tuple[str, int]:
@@ -134,7 +113,7 @@ async def run(a: argparse.Namespace) -> None:
             connect_ms.append((time.perf_counter() - t0) * 1000)
             sessions.append(proto)
         except (TimeoutError, OSError) as exc:
-            errors[kind(exc)] += 1
+            errors[classify(exc)] += 1
         finally:
             sem.release()
 
@@ -149,8 +128,8 @@ async def run(a: argparse.Namespace) -> None:
               "lost_how": dict(Counter(s.lost_how for s in sessions if s.lost)),
               "open_s": round(open_s, 3),
               "open_per_s": round(len(sessions) / open_s, 1) if open_s > 0 else None,
-              "connect_ms_p50": pct(connect_ms, 50), "connect_ms_p99": pct(connect_ms, 99),
-              "connect_ms_max": pct(connect_ms, 100), "errors": dict(errors)}
+              "connect_ms_p50": percentile(connect_ms, 50), "connect_ms_p99": percentile(connect_ms, 99),
+              "connect_ms_max": percentile(connect_ms, 100), "errors": dict(errors)}
     print("ESTABLISHED " + json.dumps(report), flush=True)
 
     # wait for the caller's go (a line on stdin, or EOF), bounded

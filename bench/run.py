@@ -477,6 +477,13 @@ def flow_count(table: int | None = None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def lb_flow_counts() -> dict[str, int | None]:
+    """Flows on lb0: per session table (``table10``...) and ``all``."""
+    counts: dict[str, int | None] = {f"table{t}": flow_count(t) for t in SESSION_TABLES}
+    counts["all"] = flow_count()
+    return counts
+
+
 def lab_l4_dp_flows() -> int:
     """Datapath flows of the lab's bridges that carry TCP/UDP."""
     n = 0
@@ -1003,8 +1010,7 @@ def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dic
     rec["sessions"] = sess
     rec["ovs"] = delta
     rec["costs"] = ovs_costs(delta, sess["ok"] + sess["failed"])
-    rec["lb_flows"] = {"table10": flow_count(10), "table11": flow_count(11),
-                       "all": flow_count()}
+    rec["lb_flows"] = lb_flow_counts()
     if opts.paced_rate:
         b.settle()
         rec["paced_wait_s"] = b.wait_sessions_gone()
@@ -1186,8 +1192,7 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 time.sleep(2.0)
                 rec["rss_kib_held"] = vswitchd_rss_kib()
                 rec["memory_held"] = ovs_memory()
-                rec["lb_flows"] = {"table10": flow_count(10), "table11": flow_count(11),
-                                   "all": flow_count()}
+                rec["lb_flows"] = lb_flow_counts()
                 rec["dp_flows_held"] = upcall_show()
                 rec["ct_held"] = ct_count()
                 rec["backend_established"] = backend_established(net)

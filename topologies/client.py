@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 LATE_S = 0.010  # a paced session starting later than this behind its time counts as late
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN,
                 errno.ENETDOWN}
+# the client host ran out of something: not the load balancer's fault
+_LOCAL_LIMITS = {errno.EADDRNOTAVAIL: "no_port", errno.EMFILE: "emfile", errno.ENFILE: "enfile"}
 
 
 @dataclass
@@ -104,6 +106,8 @@ def classify(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
         return "unreachable"
+    if isinstance(exc, OSError) and exc.errno in _LOCAL_LIMITS:
+        return _LOCAL_LIMITS[exc.errno]
     return "other"
 
 

@@ -6,6 +6,7 @@ Runs against small TCP servers on loopback, no lab needed.
 from __future__ import annotations
 
 import argparse
+import errno
 import socketserver
 import threading
 import time
@@ -92,3 +93,18 @@ def test_rate_counts_late_starts_when_every_worker_is_busy(
 def test_bad_rate_is_refused() -> None:
     with pytest.raises(SystemExit):
         client.parse_args(["--vip", "127.0.0.1", "--port", "1", "--rate", "0"])
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (ConnectionRefusedError(), "refused"),
+    (ConnectionResetError(), "reset"),
+    (TimeoutError(), "timeout"),
+    (OSError(errno.EHOSTUNREACH, "x"), "unreachable"),
+    (OSError(errno.EADDRNOTAVAIL, "x"), "no_port"),
+    (OSError(errno.EMFILE, "x"), "emfile"),
+    (OSError(errno.EIO, "x"), "other"),
+    (ValueError(), "other"),
+])
+def test_errors_are_named_by_kind(exc: BaseException, kind: str) -> None:
+    """client.py and bench/holder.py count errors under these names."""
+    assert client.classify(exc) == kind
