@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from topologies.client import classify, percentile
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+NO_ANSWER_SAMPLE = 20  # sessions named in DONE's sample of the unanswered
 
 
 class Session(asyncio.Protocol):
@@ -49,10 +50,13 @@ class Session(asyncio.Protocol):
         self.ever_replied = False
         self.lost = False
         self.lost_how = ""
+        self.name = ""  # client ip:port>server ip:port, for the sample of unanswered sessions
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Ask the backend to hold the session."""
         self.transport = transport  # type: ignore[assignment]
+        src, dst = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+        self.name = f"{src[0]}:{src[1]}>{dst[0]}:{dst[1]}" if src and dst else "?"
         transport.write(b"HOLD\n")  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -161,6 +165,7 @@ async def run(a: argparse.Namespace) -> None:
     # before we close anything ourselves
     lost = sum(1 for s in live if s.lost and s.replies == 0)
     lost_how = dict(Counter(s.lost_how for s in live if s.lost and s.replies == 0))
+    sample = [s.name for s in live if not s.lost and s.replies == 0][:NO_ANSWER_SAMPLE]
     # abortive close (RST), paced like the PINGs: no FIN_WAIT/orphan sockets left to
     # retransmit through the lab after it has been reprogrammed, and no burst of RSTs
     # for the datapath to drop
@@ -178,7 +183,8 @@ async def run(a: argparse.Namespace) -> None:
     await asyncio.sleep(1.0)
     report.update({"held": held, "verify_s": round(verify_s, 3), "closed_before_ping": lost,
                    "lost_how": lost_how,
-                   "no_answer": len(live) - held - lost})
+                   "no_answer": len(live) - held - lost,
+                   "no_answer_sample": sample})
     print("DONE " + json.dumps(report), flush=True)
 
 

