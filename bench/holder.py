@@ -132,7 +132,8 @@ async def run(a: argparse.Namespace) -> None:
               "lost_how": dict(Counter(s.lost_how for s in sessions if s.lost)),
               "open_s": round(open_s, 3),
               "open_per_s": round(len(sessions) / open_s, 1) if open_s > 0 else None,
-              "connect_ms_p50": percentile(connect_ms, 50), "connect_ms_p99": percentile(connect_ms, 99),
+              "connect_ms_p50": percentile(connect_ms, 50),
+              "connect_ms_p99": percentile(connect_ms, 99),
               "connect_ms_max": percentile(connect_ms, 100), "errors": dict(errors)}
     print("ESTABLISHED " + json.dumps(report), flush=True)
 

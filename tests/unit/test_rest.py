@@ -197,28 +197,3 @@ def test_chunked_bodies_are_read_not_ignored(api: tuple[RestApi, FakeApp]) -> No
     assert app.applied == 0
     assert chunked(b'{"name": "web"}') == 201
     assert app.config.services[next(iter(app.config.services))].name == "web"
-
-
-def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
-    """Bulk work pauses the cyclic GC; nesting and a disabled collector are respected."""
-    import gc
-
-    from lbrp_app.app import gc_paused
-
-    assert gc.isenabled()
-    with gc_paused():
-        assert not gc.isenabled()
-        with gc_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the inner pause does not end the outer one
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), gc_paused():
-        raise RuntimeError("a failed change")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with gc_paused():
-            pass
-        assert not gc.isenabled()  # left disabled, as found
-    finally:
-        gc.enable()

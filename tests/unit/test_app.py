@@ -1,0 +1,30 @@
+"""The app's own helpers that need no switch."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from lbrp_app.app import gc_paused
+
+
+def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
+    """Bulk work pauses the cyclic GC; nesting and a disabled collector are respected."""
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner pause does not end the outer one
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a failed change")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # left disabled, as found
+    finally:
+        gc.enable()
