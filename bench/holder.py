@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script in a host
-from topologies.client import classify, percentile
+from topologies.client import addr_port, classify, percentile
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 NO_ANSWER_SAMPLE = 20  # sessions named in DONE's sample of the unanswered
@@ -77,16 +77,10 @@ class Session(asyncio.Protocol):
             self.lost_how = classify(exc)
 
 
-def parse_dst(text: str) -> tuple[str, int]:
-    """``ip:port`` -> (ip, port)."""
-    ip, _, port = text.rpartition(":")
-    return ip, int(port)
-
-
 async def run(a: argparse.Namespace) -> None:
     """Open, report, wait, verify, close."""
     loop = asyncio.get_running_loop()
-    dsts = [parse_dst(d) for d in a.dst]
+    dsts = a.dst
     srcs = a.src or [""]
     sem = asyncio.Semaphore(a.inflight)
     sessions: list[Session] = []
@@ -192,7 +186,8 @@ async def run(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dst", action="append", required=True, help="ip:port (repeatable)")
+    p.add_argument("--dst", action="append", required=True, type=addr_port,
+                   help="ip:port (repeatable)")
     p.add_argument("--src", action="append", default=[], help="source address (repeatable)")
     p.add_argument("--n", type=int, required=True, help="sessions to open")
     p.add_argument("--inflight", type=int, default=400, help="pending connects at most")

@@ -85,6 +85,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.holder import NO_ANSWER_SAMPLE
 from lbrp_app.pipeline import SESSION_TABLES
 from topologies.controller import Controller, free_port
 from topologies.lbrp_topo import (
@@ -1049,18 +1050,14 @@ def ovs_memory() -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"([\w-]+):(\d+)", text)}
 
 
-def vswitchd_socket_drops() -> dict[str, int]:
-    """Packets each ovs-vswitchd receive socket (one per netdev port) dropped so far.
+def vswitchd_socket_drops() -> int:
+    """Packets ovs-vswitchd's receive sockets (one per netdev port) dropped so far.
 
     The netdev datapath reads a port through a packet socket; while ovs-vswitchd is
     busy (upcalls), the socket buffer fills and the kernel drops there (``ss`` ``d``).
     """
-    out: dict[str, int] = {}
-    for line in sh_out("ss", "-0", "-m", "-p", "-n", "-H").splitlines():
-        m = re.search(r"\*:(\S+)\s.*\"ovs-vswitchd\".*skmem:\(.*\bd(\d+)\)", line)
-        if m:
-            out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
-    return out
+    return sum(int(m.group(1)) for line in sh_out("ss", "-0", "-m", "-p", "-n", "-H").splitlines()
+               if (m := re.search(r"\*:\S+\s.*\"ovs-vswitchd\".*skmem:\(.*\bd(\d+)\)", line)))
 
 
 def ct_count() -> int | None:
@@ -1127,7 +1124,8 @@ def merge_holders(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
         out["verify_s"] = max(x["verify_s"] for x in got)
         out["closed_before_ping"] = sum(x.get("closed_before_ping", 0) for x in got)
         out["no_answer"] = sum(x.get("no_answer", 0) for x in got)
-        out["no_answer_sample"] = [n for x in got for n in x.get("no_answer_sample", [])][:20]
+        out["no_answer_sample"] = [n for x in got
+                                   for n in x.get("no_answer_sample", [])][:NO_ANSWER_SAMPLE]
     return out
 
 
@@ -1226,8 +1224,7 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
                         p.stdin.flush()
                 done = holders_read(procs, "DONE", time.monotonic() + 240)
                 rec["done"] = merge_holders(done)
-                rec["verify_socket_drops"] = sum(vswitchd_socket_drops().values()) - sum(
-                    drops0.values())
+                rec["verify_socket_drops"] = vswitchd_socket_drops() - drops0
                 for p in procs:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         p.wait(timeout=30)
