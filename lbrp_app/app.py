@@ -31,7 +31,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
 from lbrp_app import config as config_file
-from lbrp_app import ofmsg, ovsdb, packets
+from lbrp_app import ctdump, ofmsg, ovsdb, packets
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
 from lbrp_app.stats import Reading, StatsBook, count_conntrack_labels
@@ -352,7 +352,7 @@ class LbrpApp(app_manager.OSKenApp):
                   if conntrack and p.shared and p.backend is not None}
         if shared:  # listed after the bundle: no new connection gets these labels now
             try:
-                conns = ovsdb.labelled_connections(ovsdb.dump_conntrack(), shared)
+                conns = ctdump.labelled_connections(ovsdb.dump_conntrack(), shared)
             except (RuntimeError, OSError) as exc:
                 LOG.warning("switch %016x: conntrack not listed, sessions of removed "
                             "shared backends stay until they expire: %s", sw.dp.id, exc)

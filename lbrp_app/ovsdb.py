@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 
 from eventlet.green import subprocess
 
 from lbrp_app import pipeline as pl
+from lbrp_app.ctdump import parse_zone_count
 
 LOG = logging.getLogger("lbrp.ovsdb")
 SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open (UDP: one-way)
@@ -75,12 +75,6 @@ def limit_connections(max_sessions: int) -> None:
     _run(["ovs-appctl", "--timeout=5", "dpctl/ct-disable-tcp-seq-chk"])
 
 
-def parse_zone_count(text: str, zone: int) -> int | None:
-    """The connection count of ``zone`` in ``dpctl/ct-get-limits`` output, if listed."""
-    m = re.search(rf"\bzone={zone},limit=\d+,count=(\d+)", text)
-    return int(m.group(1)) if m else None
-
-
 def conntrack_sessions() -> int | None:
     """Connections now in the sessions' zone (conntrack pinning).
 
@@ -90,29 +84,6 @@ def conntrack_sessions() -> int | None:
     """
     return parse_zone_count(_run(["ovs-appctl", "--timeout=5", "dpctl/ct-get-limits",
                                   f"zone={pl.CT_ZONE}"]), pl.CT_ZONE)
-
-
-CONN = re.compile(r"^(tcp|udp),orig=\(src=([\d.]+),dst=([\d.]+),sport=(\d+),dport=(\d+)\)"
-                  r".*?,labels=0x([0-9a-f]+)")
-
-
-Origin = tuple[str, str, str, int, int]  # proto, src, dst, sport, dport (original direction)
-
-
-def labelled_entries(dump: str) -> list[tuple[int, Origin]]:
-    """(ct_label, original tuple) of each TCP/UDP connection with a label in
-    ``dpctl/dump-conntrack`` output."""
-    out = []
-    for line in dump.splitlines():
-        if m := CONN.match(line):
-            out.append((int(m.group(6), 16), (m.group(1), m.group(2), m.group(3),
-                                              int(m.group(4)), int(m.group(5)))))
-    return out
-
-
-def labelled_connections(dump: str, labels: set[int]) -> list[Origin]:
-    """Original tuples of the connections whose ct_label is in ``labels``."""
-    return [origin for label, origin in labelled_entries(dump) if label in labels]
 
 
 def dump_conntrack() -> str:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lbrp_app import pipeline as pl
+from lbrp_app.ctdump import labelled_entries
 from lbrp_app.model import Config
-from lbrp_app.ovsdb import labelled_entries
 
 
 class Monotonic:

@@ -126,7 +126,7 @@ def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
 def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
     from dataclasses import replace
 
-    from lbrp_app.ovsdb import parse_zone_count
+    from lbrp_app.ctdump import parse_zone_count
 
     out = "default limit=0\nzone=19522,limit=200000,count=60000\nzone=7,limit=10,count=3"
     assert parse_zone_count(out, 19522) == 60000 and parse_zone_count(out, 7) == 3
@@ -166,7 +166,7 @@ def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> No
 
 
 def test_labelled_connections_lists_original_tuples_by_label() -> None:
-    from lbrp_app.ovsdb import labelled_connections
+    from lbrp_app.ctdump import labelled_connections
     mine, other = pl.ct_label(WEB, B1), pl.ct_label(WEB, B1) + 1
     dump = "\n".join([
         ("tcp,orig=(src=10.0.0.1,dst=13.13.13.13,sport=40000,dport=8000),reply=(src=10.0.1.2,"
