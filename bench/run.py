@@ -16,9 +16,9 @@ Setups compared (lb0 is reprogrammed between them; a round runs plain, select,
 - ``select``: a hand-made OF1.5 select group (dp_hash) that rewrites to the
   backends, plus one reverse flow per backend rewriting the source back to the
   VIP: stateless balancing, no pinning, no controller.
-- ``ct-select`` (``--ct-select``): the issue's conntrack prototype, by hand: a
-  select group whose buckets ``ct(commit,nat(dst=backend))`` and output; no
-  controller, no counters.
+- ``ct-select`` (``--ct-select``): the issue's conntrack prototype, by hand: a new
+  connection goes to a select group whose bucket commits it with
+  ``nat(dst=backend)``; no controller, no counters.
 - ``lbrp-<mode>``: the real ``osken-manager lbrp_app`` with a YAML config
   (``session_pinning: <mode>``); the client talks to the VIP 13.13.13.13.
 
@@ -837,7 +837,9 @@ class Bench:
         No controller, no per-backend labels or counters, no full-zone check: the least
         an OVS conntrack balancer does, to compare lbrp's conntrack pipeline with. (The
         bucket's ct needs ``table=``: OVS 3.1 silently drops a ct without it from a
-        bucket, as it drops learn.)
+        bucket, as it drops learn.) It uses lbrp's zone, so once an lbrp conntrack setup
+        has run it shares that zone's limit and timeouts and the disabled TCP sequence
+        check (all per ovs-vswitchd).
         """
         fe, be, zone = FRONTEND_PORT, BACKEND_PORT, CT_ZONE
         services = [(1, VPORT, BACKENDS), (2, IPERF_PORT, [(backend_ip(1), IPERF_PORT)])]
