@@ -116,6 +116,8 @@ UDP_PORT = 9000
 N_BACKENDS = 3
 BACKENDS = [(backend_ip(i), 8001 + i) for i in range(1, N_BACKENDS + 1)]
 """(ip, port) of b1..b3: 10.0.1.2:8002, 10.0.1.3:8003, 10.0.1.4:8004."""
+HAND_MADE_SERVICES = ((1, VPORT, BACKENDS), (2, IPERF_PORT, [(backend_ip(1), IPERF_PORT)]))
+"""(group id, VIP port, backends) of the hand-made setups: the sessions' and iperf3's."""
 HELD_ADDRS_PER_SETUP = 10
 EXTRA_CLIENT_IPS = [f"10.0.0.{101 + i}" for i in range(3 * HELD_ADDRS_PER_SETUP)]
 """Extra addresses of c1 in the held phase: 10 per setup, so that no setup reuses
@@ -814,21 +816,16 @@ class Bench:
     def _program_select(self) -> None:
         """Stateless select group per service plus reverse source rewrites (no controller)."""
         fe, be = FRONTEND_PORT, BACKEND_PORT
-        services = [(1, VPORT, BACKENDS), (2, IPERF_PORT, [(backend_ip(1), IPERF_PORT)])]
-        for gid, vport, backends in services:
-            buckets = ",".join(
-                f"bucket=weight:1,actions=set_field:{ip}->ip_dst,set_field:{port}->tcp_dst,"
-                f"output:{be}" for ip, port in backends)
-            self.net.lb_ofctl("add-group", f"group_id={gid},type=select,"
-                              f"selection_method=dp_hash,{buckets}")
+        for gid, vport, backends in HAND_MADE_SERVICES:
+            self._select_group(gid, [f"set_field:{ip}->ip_dst,set_field:{port}->tcp_dst,"
+                                     f"output:{be}" for ip, port in backends])
             self.net.lb_ofctl("add-flow", f"priority=100,in_port={fe},tcp,nw_dst={VIP},"
                               f"tp_dst={vport},actions=group:{gid}")
             for ip, port in backends:
                 self.net.lb_ofctl("add-flow", f"priority=100,in_port={be},tcp,nw_src={ip},"
                                   f"tp_src={port},actions=set_field:{VIP}->ip_src,"
                                   f"set_field:{vport}->tcp_src,output:{fe}")
-        self.net.lb_ofctl("add-flow", f"priority=0,in_port={fe},actions=output:{be}")
-        self.net.lb_ofctl("add-flow", f"priority=0,in_port={be},actions=output:{fe}")
+        self._pass_through()
 
     def _program_ct_select(self) -> None:
         """The issue's conntrack prototype: ct(nat) looks a packet up; a new connection
@@ -842,25 +839,32 @@ class Bench:
         check (all per ovs-vswitchd).
         """
         fe, be, zone = FRONTEND_PORT, BACKEND_PORT, CT_ZONE
-        services = [(1, VPORT, BACKENDS), (2, IPERF_PORT, [(backend_ip(1), IPERF_PORT)])]
-        for gid, vport, backends in services:
-            buckets = ",".join(
-                f"bucket=weight:1,actions=ct(commit,zone={zone},nat(dst={ip}:{port}),"
-                f"table=3)" for ip, port in backends)
-            self.net.lb_ofctl("add-group", f"group_id={gid},type=select,"
-                              f"selection_method=dp_hash,{buckets}")
+        for gid, vport, backends in HAND_MADE_SERVICES:
+            self._select_group(gid, [f"ct(commit,zone={zone},nat(dst={ip}:{port}),table=3)"
+                                     for ip, port in backends])
             self.net.lb_ofctl("add-flow", f"priority=100,in_port={fe},tcp,nw_dst={VIP},"
                               f"tp_dst={vport},actions=ct(zone={zone},nat,table=1)")
             self.net.lb_ofctl("add-flow", f"table=1,priority=100,ct_state=+new+trk,tcp,"
                               f"nw_dst={VIP},tp_dst={vport},actions=group:{gid}")
-        self.net.lb_ofctl("add-flow", f"table=1,priority=90,ct_state=+est+trk,"
-                          f"actions=output:{be}")
-        self.net.lb_ofctl("add-flow", f"priority=100,in_port={be},tcp,"
-                          f"actions=ct(zone={zone},nat,table=2)")
-        self.net.lb_ofctl("add-flow", f"table=2,priority=0,actions=output:{fe}")
-        self.net.lb_ofctl("add-flow", f"table=3,priority=0,actions=output:{be}")
-        self.net.lb_ofctl("add-flow", f"priority=0,in_port={fe},actions=output:{be}")
-        self.net.lb_ofctl("add-flow", f"priority=0,in_port={be},actions=output:{fe}")
+        for flow in (f"table=1,priority=90,ct_state=+est+trk,actions=output:{be}",
+                     f"priority=100,in_port={be},tcp,actions=ct(zone={zone},nat,table=2)",
+                     f"table=2,priority=0,actions=output:{fe}",
+                     f"table=3,priority=0,actions=output:{be}"):
+            self.net.lb_ofctl("add-flow", flow)
+        self._pass_through()
+
+    def _select_group(self, gid: int, bucket_actions: list[str]) -> None:
+        """A dp_hash select group with one bucket of weight 1 per action list."""
+        buckets = ",".join(f"bucket=weight:1,actions={a}" for a in bucket_actions)
+        self.net.lb_ofctl("add-group",
+                          f"group_id={gid},type=select,selection_method=dp_hash,{buckets}")
+
+    def _pass_through(self) -> None:
+        """Everything else crosses lb0 unchanged, as with lbrp."""
+        self.net.lb_ofctl("add-flow", f"priority=0,in_port={FRONTEND_PORT},"
+                          f"actions=output:{BACKEND_PORT}")
+        self.net.lb_ofctl("add-flow", f"priority=0,in_port={BACKEND_PORT},"
+                          f"actions=output:{FRONTEND_PORT}")
 
     def close(self) -> None:
         """Stop the controller (the lab's context manager stops the rest)."""
