@@ -503,6 +503,11 @@ def lb_flow_counts() -> dict[str, int | None]:
     return counts
 
 
+def learned_flows(counts: dict[str, int | None]) -> int:
+    """Flows of the session tables in a :func:`lb_flow_counts` reading."""
+    return sum(counts.get(f"table{t}") or 0 for t in SESSION_TABLES)
+
+
 def lab_l4_dp_flows() -> int:
     """Datapath flows of the lab's bridges that carry TCP/UDP."""
     n = 0
@@ -1302,7 +1307,7 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
             log(f"  {setup}: established {est}, held {rec['done'].get('held')}, "
                 f"{rec['open']['open_per_s']}/s, errors {rec['open']['errors']}, "
                 f"lost before PING {rec['done'].get('lost_how')}, "
-                f"flows t10/t11 {rec['lb_flows']['table10']}/{rec['lb_flows']['table11']}, "
+                f"learned flows {learned_flows(rec['lb_flows'])}, "
                 f"conntrack {rec['ct_held']}, RSS +{rec['rss_growth_mib']} MiB, backends "
                 f"see {rec.get('backend_established')} established")
         out["server_logs"] = server_log_tails(net)
@@ -1508,10 +1513,9 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             better="lower")
         add("held: open rate /s", per_setup(lambda r: r.get("open", {}).get("open_per_s"),
                                             held))
-        add("held: learned flows table 10+11",
-            per_setup(lambda r: ((r.get("lb_flows", {}).get("table10") or 0)
-                                 + (r.get("lb_flows", {}).get("table11") or 0))
-                      if r.get("lb_flows") else None, held), ratio=False)
+        add("held: learned flows (session tables)",
+            per_setup(lambda r: learned_flows(r["lb_flows"]) if r.get("lb_flows") else None,
+                      held), ratio=False)
         add("held: conntrack entries (lbrp zone)",
             per_setup(lambda r: r.get("ct_held"), held), ratio=False)
         add("held: ovs-vswitchd RSS growth MiB",

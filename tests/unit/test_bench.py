@@ -19,3 +19,9 @@ def test_odd_rounds_run_the_setups_in_reverse() -> None:
                                                    round_order(setups, r)[1:], strict=False)
                  if a == "lbrp-learn"}
     assert followers == {"lbrp-conntrack", "select"}
+
+
+def test_learned_flows_add_up_the_session_tables() -> None:
+    from bench.run import learned_flows
+    assert learned_flows({"table10": 100_001, "table11": 100_001, "all": 200_040}) == 200_002
+    assert learned_flows({"table10": None, "table11": 3, "all": None}) == 3
