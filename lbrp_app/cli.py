@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from lbrp_app.model import is_decimal
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
@@ -78,7 +80,7 @@ class Client:
 def parse_service(text: str) -> tuple[str, str, int]:
     """``VIP:PROTO:PORT`` -> (vip, proto, port)."""
     parts = text.split(":")
-    if len(parts) != 3 or not parts[2].isdigit():
+    if len(parts) != 3 or not is_decimal(parts[2]):
         raise CliError(f"service must be VIP:PROTO:PORT (e.g. 13.13.13.13:tcp:80), got {text!r}",
                        EXIT_USAGE)
     return parts[0], parts[1].lower(), int(parts[2])
@@ -88,7 +90,7 @@ def parse_backend(text: str, with_weight: bool = False) -> dict[str, Any]:
     """``IP:PORT`` (or ``IP:PORT:WEIGHT`` when allowed) -> backend dict."""
     parts = text.split(":")
     n = len(parts)
-    if n not in ((2, 3) if with_weight else (2,)) or not all(p.isdigit() for p in parts[1:]):
+    if n not in ((2, 3) if with_weight else (2,)) or not all(map(is_decimal, parts[1:])):
         form = "IP:PORT[:WEIGHT]" if with_weight else "IP:PORT"
         raise CliError(f"backend must be {form}, got {text!r}", EXIT_USAGE)
     be: dict[str, Any] = {"ip": parts[0], "port": int(parts[1])}

@@ -51,6 +51,14 @@ def parse_int(field_name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+def is_decimal(text: str) -> bool:
+    """True for a non-empty run of ASCII digits ``0-9``.
+
+    ``str.isdigit`` alone also accepts digits such as ``'¹'`` that ``int()`` refuses.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def parse_port(field_name: str, value: Any) -> int:
     """Return a TCP/UDP port number 1..65535."""
     return parse_int(field_name, value, 1, 65535)
@@ -285,7 +293,7 @@ def parse_settings(obj: Mapping[str, Any]) -> Settings:
     for name in ("frontend_port", "backend_port"):
         if name in obj:
             v = obj[name]
-            if isinstance(v, str) and v and not v.isdigit() and len(v) <= 15:
+            if isinstance(v, str) and v and not is_decimal(v) and len(v) <= 15:
                 kwargs[name] = v
             else:
                 kwargs[name] = parse_int(name, v, 1, 0xFFFFFF00)

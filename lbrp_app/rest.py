@@ -25,6 +25,7 @@ from lbrp_app.model import (
     Service,
     ServiceKey,
     check_keys,
+    is_decimal,
     parse_backends,
     parse_int,
     parse_ipv4,
@@ -58,7 +59,7 @@ def _json(status: int, body: Any) -> Response:
 
 
 def _path_port(where: str, raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 5:
+    if not is_decimal(raw) or len(raw) > 5:
         raise ConfigError(where, raw, "must be a port number 1..65535")
     return parse_port(where, int(raw))
 

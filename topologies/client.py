@@ -292,7 +292,8 @@ class Runner:
 def addr_port(item: str) -> tuple[str, int]:
     """``10.0.1.2:8002`` -> (addr, port) (IPv4 only); ArgumentTypeError if malformed."""
     addr, sep, port = item.rpartition(":")
-    if not sep or not addr or not port.isdigit() or not 0 < int(port) < 65536:
+    if (not sep or not addr or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) < 65536):
         raise argparse.ArgumentTypeError(f"not ADDR:PORT: {item!r}")
     return addr, int(port)
 

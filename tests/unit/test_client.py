@@ -108,3 +108,9 @@ def test_bad_rate_is_refused() -> None:
 def test_errors_are_named_by_kind(exc: BaseException, kind: str) -> None:
     """client.py and bench/holder.py count errors under these names."""
     assert client.classify(exc) == kind
+
+
+@pytest.mark.parametrize("item", ["10.0.1.2:\u00b9", "10.0.1.2:", ":80", "10.0.1.2:70000"])
+def test_bad_addr_port_is_an_argument_error(item: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        client.addr_port(item)

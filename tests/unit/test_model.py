@@ -111,3 +111,9 @@ def test_sorted_services_by_vip_numerically() -> None:
     ]})
     assert [str(s.key) for s in cfg.sorted_services()] == [
         "10.0.0.9:tcp:2", "10.0.0.10:tcp:1", "10.0.0.10:udp:1"]
+
+
+def test_is_decimal_takes_ascii_digits_only() -> None:
+    from lbrp_app.model import is_decimal
+    assert is_decimal("8000") and is_decimal("0")
+    assert not any(is_decimal(t) for t in ("", "+80", "8 0", "\u00b9", "\u0663", "80x"))

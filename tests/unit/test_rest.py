@@ -99,6 +99,8 @@ def test_backend_resource(api: tuple[RestApi, FakeApp]) -> None:
     ("PUT", f"{BASE}/services/13.13.13.13/tcp/0", {}, "port"),
     ("PUT", f"{BASE}/services/13.13.13.13/tcp/65536", {}, "port"),
     ("PUT", f"{BASE}/services/13.13.13.13/tcp/+80", {}, "port"),
+    ("PUT", f"{BASE}/services/13.13.13.13/tcp/%C2%B9", {}, "port"),  # '¹': isdigit(), not int()
+    ("PUT", f"{SVC}/backends/10.0.1.2/%C2%B2", {}, "backend port"),
     ("PUT", SVC, {"backends": [{"ip": "10.0.1.2", "port": 80, "weight": 70000}]}, "weight"),
     ("PUT", SVC, {"backends": [{"ip": "10.0.1.2", "port": 80, "weight": "3"}]}, "weight"),
     ("PUT", SVC, {"backends": [{"ip": "10.0.1.2", "port": 80}, {"ip": "10.0.1.2", "port": 80}]},

@@ -1,0 +1,25 @@
+"""lbrpctl's argument parsing (no controller needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lbrp_app.cli import CliError, parse_backend, parse_service
+
+
+def test_service_and_backend_arguments_are_parsed() -> None:
+    assert parse_service("13.13.13.13:TCP:80") == ("13.13.13.13", "tcp", 80)
+    assert parse_backend("10.0.1.2:8002:7", with_weight=True) == {
+        "ip": "10.0.1.2", "port": 8002, "weight": 7}
+
+
+@pytest.mark.parametrize("text", ["13.13.13.13:tcp:¹", "13.13.13.13:tcp:", "13.13.13.13:tcp"])
+def test_bad_service_is_a_usage_error(text: str) -> None:
+    with pytest.raises(CliError):  # not a ValueError from int()
+        parse_service(text)
+
+
+@pytest.mark.parametrize("text", ["10.0.1.2:²", "10.0.1.2:80:³", "10.0.1.2"])
+def test_bad_backend_is_a_usage_error(text: str) -> None:
+    with pytest.raises(CliError):
+        parse_backend(text, with_weight=True)
