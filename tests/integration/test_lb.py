@@ -200,9 +200,17 @@ def test_ping_to_vip_is_answered_by_the_controller(lb: Any, run_in: Any) -> None
 
 
 def test_non_vip_traffic_arp_and_ipv6_pass_unchanged(lb: Any, run_in: Any) -> None:
-    res = client(lb, "tcp", 20, vip=B2, port=8004)  # straight to a backend
+    """Straight to a backend, ARP and IPv6 cross lb0 unchanged.
+
+    The client ports are fixed and used by no other test: a random port that an earlier
+    test's VIP session to the same backend ip:port still holds is the same 4-tuple to
+    that backend, and its reply would rightly be rewritten to the VIP (3 of 20 UDP
+    datagrams once, in conntrack mode).
+    """
+    ports = ["--src-port-base", "26000"]
+    res = client(lb, "tcp", 20, vip=B2, port=8004, extra=ports)  # straight to a backend
     assert res["by_backend"] == {"b2": 20}, res
-    res = client(lb, "udp", 20, vip=B3, port=8002)
+    res = client(lb, "udp", 20, vip=B3, port=8002, extra=ports)
     assert set(res["by_backend"]) == {"b3"} and res["ok"] >= 18, res  # UDP: allow a loss
     run_in(lb.clients[0], "ip neigh flush all")  # force ARP through lb0
     assert run_in(lb.clients[0], f"ping -c 2 -W 2 {B1}", timeout=10).returncode == 0
