@@ -1443,6 +1443,24 @@ def dig(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return value
 
 
+def paired_ratios(traffic: list[dict[str, Any]], setups: Sequence[str],
+                  get: Callable[[dict[str, Any]], float | None]) -> dict[str, float | None]:
+    """Per setup, the median over rounds of its value over plain's in the same round.
+
+    Plain is 1.0 by definition. A round's plain ran next to the setup, so slow drift of
+    the machine cancels out, unlike a ratio of the two setups' medians.
+    """
+    by_round: dict[int, dict[str, float | None]] = {}
+    for rec in traffic:
+        by_round.setdefault(rec["round"], {})[rec["setup"]] = get(rec)
+    out: dict[str, float | None] = {}
+    for s in setups:
+        ratios = [vals[s] / vals["plain"] for vals in by_round.values()
+                  if vals.get(s) is not None and vals.get("plain")]
+        out[s] = 1.0 if s == "plain" else median(ratios)
+    return out
+
+
 def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     """Rows: measure, per-setup value, ratio vs plain (where plain has the measure)."""
     rows: list[dict[str, Any]] = []
@@ -1458,6 +1476,11 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     def add(measure: str, values: dict[str, float | None], ratio: bool = True,
             better: str = "higher") -> None:
         rows.append({"measure": measure, "values": values, "ratio": ratio, "better": better})
+
+    def add_paired(measure: str, get: Callable[[dict[str, Any]], float | None],
+                   better: str = "higher") -> None:
+        add(f"{measure}: ratio to the same round's plain, median of rounds",
+            paired_ratios(traffic, setups, get), better=better)
 
     if traffic:
         add("new sessions/s (ok, median of rounds)",
@@ -1482,6 +1505,11 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
                 better="lower")
         add("TCP throughput Gbit/s", per_setup(lambda r: r["iperf"].get("received_gbps"),
                                                traffic))
+        add_paired("new sessions/s", lambda r: r["sessions"]["ok_per_s"])
+        if opts.paced_rate:
+            add_paired(f"connect p99 at {opts.paced_rate:g}/s paced",
+                       lambda r: dig(r, ("paced", "connect_ms_p99")), better="lower")
+        add_paired("TCP throughput", lambda r: r["iperf"].get("received_gbps"))
         per_session = ("costs", "per_session")
         diagnostics: list[tuple[str, tuple[str, ...], bool]] = [  # (label, keys, ratio)
             ("xlate_actions per session", (*per_session, "xlate_actions"), False),

@@ -25,3 +25,15 @@ def test_learned_flows_add_up_the_session_tables() -> None:
     from bench.run import learned_flows
     assert learned_flows({"table10": 100_001, "table11": 100_001, "all": 200_040}) == 200_002
     assert learned_flows({"table10": None, "table11": 3, "all": None}) == 3
+
+
+def test_paired_ratios_divide_by_the_same_rounds_plain() -> None:
+    from bench.run import paired_ratios
+    recs = [{"round": 1, "setup": "plain", "v": 100.0}, {"round": 1, "setup": "lbrp-learn", "v": 50.0},
+            {"round": 2, "setup": "lbrp-learn", "v": 90.0}, {"round": 2, "setup": "plain", "v": 200.0},
+            {"round": 3, "setup": "plain", "v": 100.0}, {"round": 3, "setup": "lbrp-learn", "v": None},
+            {"round": 4, "setup": "plain", "v": 400.0}, {"round": 4, "setup": "lbrp-learn", "v": 240.0}]
+    ratios = paired_ratios(recs, ["plain", "lbrp-learn", "lbrp-conntrack"], lambda r: r["v"])
+    # rounds 1, 2, 4: 0.5, 0.45, 0.6 (round 3 has no learn value); the medians' ratio
+    # would be 90 / 150 = 0.6
+    assert ratios == {"plain": 1.0, "lbrp-learn": 0.5, "lbrp-conntrack": None}
