@@ -33,11 +33,16 @@ most one phase or round):
    latency at a fixed load (``--paced-rate``, 500 sessions/s: one session
    started every 2 ms, a load every setup sustains), once the saturated run's
    sessions have expired from lb0 (learned flows, conntrack entries).
-2. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
+2. ``throughput``: TCP throughput alone, in one lab: ``--throughput-reps`` iperf3
+   runs of ``--iperf-s`` s per setup, alternating like the rounds, with
+   ovs-vswitchd's CPU seconds per GB delivered. One iperf3 run through the netdev
+   datapath moves by 10-25 % from the next (tens of thousands of retransmits per
+   10 s), so the phase takes many short ones and pairs each with plain's.
+3. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
    extra addresses, 10 per setup: 10.0.0.101-110 plain, .111-120 the first lbrp
    mode, ...) per setup; established and still answering,
    learned flows, ovs-vswitchd RSS before, while held and after.
-3. ``control``: time from controller start to lb0 listed in /health with
+4. ``control``: time from controller start to lb0 listed in /health with
    S services x B backends, and from a REST change (PUT a backend with weight
    65535 on a UDP service) to the first datagram reaching that backend.
 
@@ -128,6 +133,7 @@ LOCK_PAUSE_S = 3.0
 """Seconds between two labs of one run: the lab lock is not fair, so without a pause
 the next phase would take it back at once and others' tests would wait for the whole run."""
 SETTLE_MAX_FLOWS = 32
+PHASES = ("traffic", "throughput", "held", "control")
 """Lab TCP/UDP datapath flows that may remain when a run starts."""
 VERIFY_RATE = 2_000
 """PINGs per second over all holders when checking that held sessions still answer.
@@ -175,6 +181,7 @@ class Options:
     concurrency: int
     paced_rate: float
     iperf_s: float
+    throughput_reps: int
     held: int
     held_inflight: int
     held_verify_rate: float
@@ -216,6 +223,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="sessions/s of the paced run (connect latency at a load every setup "
                         "sustains; 0 skips it)")
     p.add_argument("--iperf-s", type=float, default=10.0, help="seconds of iperf3")
+    p.add_argument("--throughput-reps", type=int, default=None,
+                   help="throughput phase: iperf3 runs per setup, alternating (10; quick 2)")
     p.add_argument("--held", type=int, default=None, help="sessions to hold (100000; quick 5000)")
     p.add_argument("--held-inflight", type=int, default=64,
                    help="pending connects at most, over all holder processes (bursts of "
@@ -231,7 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         "takes seconds there")
     p.add_argument("--probe-interval", type=float, default=0.002,
                    help="seconds between UDP probe datagrams (resolution of change latency)")
-    p.add_argument("--phases", default="traffic,held,control",
+    p.add_argument("--phases", default="traffic,throughput,held,control",
                    help="comma separated subset of traffic,held,control")
     p.add_argument("--flush-datapath", action="store_true",
                    help="between setups, ovs-appctl dpctl/del-flows (clears EVERY netdev "
@@ -264,8 +273,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     if a.app_src is not None and not (a.app_src / "lbrp_app" / "__init__.py").is_file():
         p.error(f"--app-src: no lbrp_app package in {a.app_src}")
     phases = [x.strip() for x in a.phases.split(",") if x.strip()]
-    if not phases or any(x not in ("traffic", "held", "control") for x in phases):
-        p.error(f"--phases: subset of traffic,held,control, got {a.phases!r}")
+    if not phases or any(x not in PHASES for x in phases):
+        p.error(f"--phases: subset of {','.join(PHASES)}, got {a.phases!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = a.out or HERE / "results" / f"{stamp}{'-quick' if a.quick else ''}.json"
     return Options(
@@ -273,6 +282,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         rounds=a.rounds if a.rounds is not None else (1 if a.quick else 3),
         session_s=a.session_s, concurrency=a.concurrency, paced_rate=a.paced_rate,
         iperf_s=a.iperf_s,
+        throughput_reps=(a.throughput_reps if a.throughput_reps is not None
+                         else (2 if a.quick else 10)),
         held=a.held if a.held is not None else (5000 if a.quick else 100_000),
         held_inflight=a.held_inflight, held_verify_rate=a.held_verify_rate,
         cp_services=a.cp_services if a.cp_services is not None else (200 if a.quick else 2000),
@@ -839,10 +850,15 @@ class Bench:
         No controller, no per-backend labels or counters, no full-zone check: the least
         an OVS conntrack balancer does, to compare lbrp's conntrack pipeline with. (The
         bucket's ct needs ``table=``: OVS 3.1 silently drops a ct without it from a
-        bucket, as it drops learn.) It uses lbrp's zone, so once an lbrp conntrack setup
-        has run it shares that zone's limit and timeouts and the disabled TCP sequence
-        check (all per ovs-vswitchd).
+        bucket, as it drops learn.) It uses lbrp's zone.
+
+        Like lbrp, it turns the TCP sequence check off. That setting belongs to the
+        netdev datapath, which every lab creates anew with the check on. With the check
+        on, a client SYN that reuses a port whose previous connection is still in the
+        table is marked invalid and dropped: 5-25 of the prototype's sessions failed in
+        each round where it ran before lbrp conntrack had turned the check off.
         """
+        _sh(["ovs-appctl", "dpctl/ct-disable-tcp-seq-chk"])
         fe, be, zone = FRONTEND_PORT, BACKEND_PORT, CT_ZONE
         for gid, vport, backends in HAND_MADE_SERVICES:
             self._select_group(gid, [f"ct(commit,zone={zone},nat(dst={ip}:{port}),table=3)"
@@ -1056,6 +1072,38 @@ def phase_traffic(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 if not b.use(setup):
                     continue
                 rounds.append(traffic_round(b, r, setup, src, paced_src))
+
+
+def phase_throughput(opts: Options, work: Path, out: dict[str, Any]) -> None:
+    """TCP throughput only: in one lab, ``throughput_reps`` iperf3 runs per setup, the
+    setups alternating as in the traffic phase (a single iperf3 run through the netdev
+    datapath moves by 10-25 % from one run to the next, so it takes many)."""
+    runs: list[dict[str, Any]] = out.setdefault("runs", [])
+    unavailable: dict[str, str] = out.setdefault("unavailable", {})
+    with bench_lab(opts, work, servers=False) as b:
+        b.unavailable = unavailable
+        for r in range(opts.throughput_reps):
+            for setup in round_order(opts.setups, r):
+                if not b.use(setup):
+                    continue
+                log(f"throughput {r + 1}/{opts.throughput_reps} {setup}: "
+                    f"iperf3 {opts.iperf_s:g} s")
+                before = snapshot()
+                iperf = run_iperf(b, setup)
+                delta = diff(before, snapshot())
+                runs.append({"round": r + 1, "setup": setup, "iperf": iperf,
+                             "vswitchd_cpu_s": delta["vswitchd_cpu_s"],
+                             "cpu_s_per_gb": cpu_per_gb(iperf, delta, opts.iperf_s)})
+                log(f"  {setup}: {iperf.get('received_gbps')} Gbit/s, "
+                    f"{runs[-1]['cpu_s_per_gb']} ovs-vswitchd CPU s per GB")
+
+
+def cpu_per_gb(iperf: dict[str, Any], delta: dict[str, Any], seconds: float) -> float | None:
+    """ovs-vswitchd CPU seconds (all threads) per gigabyte iperf3 delivered."""
+    gbps = iperf.get("received_gbps")
+    if not gbps:
+        return None
+    return round(sum(delta["vswitchd_cpu_s"].values()) / (gbps * seconds / 8), 3)
 
 
 def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dict[str, Any]:
@@ -1465,6 +1513,7 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     """Rows: measure, per-setup value, ratio vs plain (where plain has the measure)."""
     rows: list[dict[str, Any]] = []
     traffic = res["phases"].get("traffic", {}).get("rounds", [])
+    throughput = res["phases"].get("throughput", {}).get("runs", [])
     held = res["phases"].get("held", {}).get("runs", [])
     control = res["phases"].get("control", {}).get("modes", {})
     setups = opts.setups
@@ -1528,6 +1577,14 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         for label, keys, ratio in diagnostics:
             add(label, per_setup(lambda r, k=keys: dig(r, k), traffic), ratio=ratio,
                 better="lower")
+    if throughput:
+        add(f"throughput phase: TCP Gbit/s ({opts.iperf_s:g} s iperf3, median of runs)",
+            per_setup(lambda r: r["iperf"].get("received_gbps"), throughput))
+        add("throughput phase: TCP throughput: ratio to the same round's plain, median of "
+            "rounds", paired_ratios(throughput, setups,
+                                    lambda r: r["iperf"].get("received_gbps")))
+        add("throughput phase: ovs-vswitchd CPU s per GB",
+            per_setup(lambda r: r.get("cpu_s_per_gb"), throughput), better="lower")
     if held:
         add(f"held: established (of {opts.held})",
             per_setup(lambda r: r.get("open", {}).get("established"), held))
@@ -1716,7 +1773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "wait for idle expiry of the lab's L4 datapath flows"),
     }
     work = Path(tempfile.mkdtemp(prefix="lbrp-bench-"))
-    phases = {"traffic": phase_traffic, "held": phase_held, "control": phase_control}
+    phases = {"traffic": phase_traffic, "throughput": phase_throughput, "held": phase_held,
+              "control": phase_control}
     rc = 0
     t_all = time.monotonic()
     try:

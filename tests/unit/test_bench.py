@@ -37,3 +37,19 @@ def test_paired_ratios_divide_by_the_same_rounds_plain() -> None:
     # rounds 1, 2, 4: 0.5, 0.45, 0.6 (round 3 has no learn value); the medians' ratio
     # would be 90 / 150 = 0.6
     assert ratios == {"plain": 1.0, "lbrp-learn": 0.5, "lbrp-conntrack": None}
+
+
+def test_cpu_per_gb_is_vswitchd_cpu_over_the_bytes_delivered() -> None:
+    from bench.run import cpu_per_gb
+    delta = {"vswitchd_cpu_s": {"ovs-vswitchd": 4.0, "revalidator": 1.0, "urcu": 0.0}}
+    # 0.5 Gbit/s for 8 s = 0.5 GB
+    assert cpu_per_gb({"received_gbps": 0.5}, delta, 8.0) == 10.0
+    assert cpu_per_gb({"error": "iperf3 rc=1"}, delta, 8.0) is None
+
+
+def test_phases_include_throughput_and_refuse_unknown_ones() -> None:
+    import pytest
+    assert parse_args([]).phases == ["traffic", "throughput", "held", "control"]
+    assert parse_args(["--phases", "throughput", "--quick"]).throughput_reps == 2
+    with pytest.raises(SystemExit):
+        parse_args(["--phases", "traffic,speed"])
