@@ -133,8 +133,8 @@ LOCK_PAUSE_S = 3.0
 """Seconds between two labs of one run: the lab lock is not fair, so without a pause
 the next phase would take it back at once and others' tests would wait for the whole run."""
 SETTLE_MAX_FLOWS = 32
-PHASES = ("traffic", "throughput", "held", "control")
 """Lab TCP/UDP datapath flows that may remain when a run starts."""
+PHASES = ("traffic", "throughput", "held", "control")
 VERIFY_RATE = 2_000
 """PINGs per second over all holders when checking that held sessions still answer.
 
@@ -240,8 +240,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         "takes seconds there")
     p.add_argument("--probe-interval", type=float, default=0.002,
                    help="seconds between UDP probe datagrams (resolution of change latency)")
-    p.add_argument("--phases", default="traffic,throughput,held,control",
-                   help="comma separated subset of traffic,held,control")
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma separated subset of {','.join(PHASES)}")
     p.add_argument("--flush-datapath", action="store_true",
                    help="between setups, ovs-appctl dpctl/del-flows (clears EVERY netdev "
                         "datapath flow on the host) instead of waiting for idle expiry")
@@ -858,6 +858,8 @@ class Bench:
         table is marked invalid and dropped: 5-25 of the prototype's sessions failed in
         each round where it ran before lbrp conntrack had turned the check off.
         """
+        # the same command as lbrp_app.ovsdb.limit_connections (importing that module
+        # would pull in eventlet for one ovs-appctl call)
         _sh(["ovs-appctl", "dpctl/ct-disable-tcp-seq-chk"])
         fe, be, zone = FRONTEND_PORT, BACKEND_PORT, CT_ZONE
         for gid, vport, backends in HAND_MADE_SERVICES:
@@ -1088,22 +1090,23 @@ def phase_throughput(opts: Options, work: Path, out: dict[str, Any]) -> None:
                     continue
                 log(f"throughput {r + 1}/{opts.throughput_reps} {setup}: "
                     f"iperf3 {opts.iperf_s:g} s")
-                before = snapshot()
+                before = vswitchd_threads_cpu()
                 iperf = run_iperf(b, setup)
-                delta = diff(before, snapshot())
+                cpu = {k: round(v - before.get(k, 0.0), 2)
+                       for k, v in vswitchd_threads_cpu().items()}
                 runs.append({"round": r + 1, "setup": setup, "iperf": iperf,
-                             "vswitchd_cpu_s": delta["vswitchd_cpu_s"],
-                             "cpu_s_per_gb": cpu_per_gb(iperf, delta, opts.iperf_s)})
+                             "vswitchd_cpu_s": cpu,
+                             "cpu_s_per_gb": cpu_per_gb(iperf, cpu, opts.iperf_s)})
                 log(f"  {setup}: {iperf.get('received_gbps')} Gbit/s, "
                     f"{runs[-1]['cpu_s_per_gb']} ovs-vswitchd CPU s per GB")
 
 
-def cpu_per_gb(iperf: dict[str, Any], delta: dict[str, Any], seconds: float) -> float | None:
-    """ovs-vswitchd CPU seconds (all threads) per gigabyte iperf3 delivered."""
+def cpu_per_gb(iperf: dict[str, Any], cpu_s: dict[str, float], seconds: float) -> float | None:
+    """ovs-vswitchd CPU seconds (``cpu_s``: per thread) per gigabyte iperf3 delivered."""
     gbps = iperf.get("received_gbps")
     if not gbps:
         return None
-    return round(sum(delta["vswitchd_cpu_s"].values()) / (gbps * seconds / 8), 3)
+    return round(sum(cpu_s.values()) / (gbps * seconds / 8), 3)
 
 
 def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dict[str, Any]:
@@ -1527,9 +1530,9 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         rows.append({"measure": measure, "values": values, "ratio": ratio, "better": better})
 
     def add_paired(measure: str, get: Callable[[dict[str, Any]], float | None],
-                   better: str = "higher") -> None:
+                   recs: list[dict[str, Any]], better: str = "higher") -> None:
         add(f"{measure}: ratio to the same round's plain, median of rounds",
-            paired_ratios(traffic, setups, get), better=better)
+            paired_ratios(recs, setups, get), better=better)
 
     if traffic:
         add("new sessions/s (ok, median of rounds)",
@@ -1554,11 +1557,11 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
                 better="lower")
         add("TCP throughput Gbit/s", per_setup(lambda r: r["iperf"].get("received_gbps"),
                                                traffic))
-        add_paired("new sessions/s", lambda r: r["sessions"]["ok_per_s"])
+        add_paired("new sessions/s", lambda r: r["sessions"]["ok_per_s"], traffic)
         if opts.paced_rate:
             add_paired(f"connect p99 at {opts.paced_rate:g}/s paced",
-                       lambda r: dig(r, ("paced", "connect_ms_p99")), better="lower")
-        add_paired("TCP throughput", lambda r: r["iperf"].get("received_gbps"))
+                       lambda r: dig(r, ("paced", "connect_ms_p99")), traffic, better="lower")
+        add_paired("TCP throughput", lambda r: r["iperf"].get("received_gbps"), traffic)
         per_session = ("costs", "per_session")
         diagnostics: list[tuple[str, tuple[str, ...], bool]] = [  # (label, keys, ratio)
             ("xlate_actions per session", (*per_session, "xlate_actions"), False),
@@ -1580,9 +1583,8 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     if throughput:
         add(f"throughput phase: TCP Gbit/s ({opts.iperf_s:g} s iperf3, median of runs)",
             per_setup(lambda r: r["iperf"].get("received_gbps"), throughput))
-        add("throughput phase: TCP throughput: ratio to the same round's plain, median of "
-            "rounds", paired_ratios(throughput, setups,
-                                    lambda r: r["iperf"].get("received_gbps")))
+        add_paired("throughput phase: TCP throughput",
+                   lambda r: r["iperf"].get("received_gbps"), throughput)
         add("throughput phase: ovs-vswitchd CPU s per GB",
             per_setup(lambda r: r.get("cpu_s_per_gb"), throughput), better="lower")
     if held:
