@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTEST := $(VENV)/bin/pytest
 RUFF := $(VENV)/bin/ruff
-APT_PACKAGES := openvswitch-switch mininet ethtool iperf3 hping3 python3-venv iputils-ping iproute2 procps
+APT_PACKAGES := openvswitch-switch mininet ethtool iperf3 hping3 python3-venv iputils-ping iproute2 procps tcpdump
 OVS_CTL := /usr/share/openvswitch/scripts/ovs-ctl
 # re-run `pip install -e` when the packaging files change
 PKG_FILES := $(wildcard setup.cfg setup.py pyproject.toml)

@@ -93,6 +93,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import hops
 from bench.holder import NO_ANSWER_SAMPLE
 from lbrp_app.pipeline import CT_ZONE, SESSION_TABLES
 from topologies.controller import Controller, free_port
@@ -100,6 +101,7 @@ from topologies.lbrp_topo import (
     BACKEND_PORT,
     FRONTEND_PORT,
     LB_NAME,
+    PLAIN_SWITCHES,
     LabError,
     LbrpNet,
     _sh,
@@ -198,6 +200,8 @@ class Options:
     settle_timeout: float
     app_src: Path | None
     settings: dict[str, Any]
+    lab_switches: str = "ovs"
+    hops: bool = False
 
     @property
     def setups(self) -> list[str]:
@@ -255,6 +259,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra top-level key of every lbrp YAML config (repeatable), e.g. "
                         "datapath_max_idle_ms=1000")
+    p.add_argument("--lab-switches", choices=sorted(PLAIN_SWITCHES), default="ovs",
+                   help="the lab's two plain switches around lb0: OVS netdev bridges (the "
+                        "default; their packets share ovs-vswitchd's one datapath thread "
+                        "with lb0) or Linux bridges (ovs-vswitchd forwards for lb0 alone)")
+    p.add_argument("--hops", action="store_true",
+                   help="capture SYNs and SYN-ACKs on lb0's two ports during the paced run "
+                        "and split each connect's time into lb0 and backend-side segments "
+                        "(bench/hops.py; needs tcpdump)")
     p.add_argument("--settle-timeout", type=float, default=20.0,
                    help="max seconds to wait for the lab's datapath flows to idle out")
     a = p.parse_args(argv)
@@ -292,7 +304,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         probe_interval=a.probe_interval, phases=phases, flush_datapath=a.flush_datapath,
         select_baseline=not a.no_select, ct_select_baseline=a.ct_select,
         settle_timeout=a.settle_timeout,
-        app_src=a.app_src.resolve() if a.app_src else None, settings=settings)
+        app_src=a.app_src.resolve() if a.app_src else None, settings=settings,
+        lab_switches=a.lab_switches, hops=a.hops)
 
 
 # ---------------------------------------------------------------- OVS stats
@@ -945,7 +958,7 @@ def bench_lab(opts: Options, work: Path, servers: bool) -> Iterator[Bench]:
     log("waiting for the lab lock and building the lab")
     with lab(n_clients=1, n_backends=N_BACKENDS, of_port=free_port(), servers=servers,
              tcp_ports=tuple(p for _, p in BACKENDS), udp_ports=(),
-             lock_timeout=3600.0) as net:
+             lock_timeout=3600.0, plain=opts.lab_switches) as net:
         bench = Bench(net, opts, work)
         try:
             yield bench
@@ -1133,13 +1146,58 @@ def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dic
         b.settle()
         rec["paced_wait_s"] = b.wait_sessions_gone()
         log(f"round {r + 1}/{opts.rounds} {setup}: paced sessions, {opts.paced_rate:g}/s")
-        rec["paced"] = run_sessions(b, setup, paced_src, rate=opts.paced_rate)
+        capture = (hop_capture(b, f"{setup}-{r + 1}") if opts.hops
+                   else contextlib.nullcontext(None))
+        with capture as split:
+            rec["paced"] = run_sessions(b, setup, paced_src, rate=opts.paced_rate)
+        if split is not None:
+            rec["paced"]["hops"] = split
     log(f"  {setup}: {sess['ok_per_s']} sessions/s, p50 {sess['connect_ms_p50']} "
         f"ms, p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}, "
         f"paced p99 {rec.get('paced', {}).get('connect_ms_p99')} ms, "
         f"iperf {rec['iperf'].get('received_gbps')} Gbit/s, "
         f"xlate/session {rec['costs']['per_session']['xlate_actions']}")
     return rec
+
+
+@contextlib.contextmanager
+def hop_capture(b: Bench, name: str) -> Iterator[dict[str, Any]]:
+    """tcpdump lb0's frontend and backend ports for the block (SYNs and SYN-ACKs only).
+
+    Yields a dict that is filled with hops.summary() once the block is done.
+    """
+    files = {port: b.work / f"hops-{name}-{port}.txt" for port in (FRONTEND_PORT, BACKEND_PORT)}
+    procs: list[subprocess.Popen] = []
+    split: dict[str, Any] = {}
+    try:
+        for port, path in files.items():
+            with open(path, "w") as out:
+                procs.append(subprocess.Popen(
+                    ["tcpdump", "-i", b.net.lb.intfs[port].name, "-n", "-tt", "-l",
+                     "-B", "8192", hops.TCPDUMP_FILTER],
+                    stdout=out, stderr=subprocess.PIPE, text=True))
+        deadline = time.monotonic() + 10
+        for proc in procs:  # tcpdump says "listening on ..." once it captures
+            assert proc.stderr is not None
+            line = "-"
+            while line and "listening" not in line:
+                line = read_line(proc.stderr, deadline)
+            if not line:
+                raise LabError(f"tcpdump did not start on lb0: {proc.args}")
+        yield split
+    finally:
+        time.sleep(0.3)  # the last SYN-ACKs
+        for proc in procs:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    with open(files[FRONTEND_PORT]) as fe, open(files[BACKEND_PORT]) as be:
+        split.update(hops.summary(hops.connects(hops.parse(fe), hops.parse(be))))
 
 
 def held_backends() -> list[tuple[str, int]]:
@@ -1555,6 +1613,15 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             add(f"late starts at {rate} (all workers busy)",
                 per_setup(lambda r: dig(r, ("paced", "late_starts")), traffic), ratio=False,
                 better="lower")
+            if opts.hops:
+                for seg, text in (("lb0_round_trip", "SYN into lb0 -> SYN-ACK out of it"),
+                                  ("syn_lb0", "SYN through lb0"),
+                                  ("backend_side", "lb0 -> backend -> lb0"),
+                                  ("synack_lb0", "SYN-ACK through lb0")):
+                    for pct in ("p50", "p99"):
+                        add(f"  {text}, {pct} ms at {rate}",
+                            per_setup(lambda r, k=f"{seg}_ms_{pct}": dig(r, ("paced", "hops", k)),
+                                      traffic), better="lower")
         add("TCP throughput Gbit/s", per_setup(lambda r: r["iperf"].get("received_gbps"),
                                                traffic))
         add_paired("new sessions/s", lambda r: r["sessions"]["ok_per_s"], traffic)
@@ -1756,7 +1823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench/run.py needs root (network namespaces, OVS): use sudo", file=sys.stderr)
         return 2
-    for tool in ("iperf3", "ovs-appctl", "ovs-ofctl"):
+    for tool in ("iperf3", "ovs-appctl", "ovs-ofctl", *(["tcpdump"] if opts.hops else [])):
         if shutil.which(tool) is None:
             print(f"{tool} not found (make install)", file=sys.stderr)
             return 2

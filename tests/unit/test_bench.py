@@ -53,3 +53,40 @@ def test_phases_include_throughput_and_refuse_unknown_ones() -> None:
     assert parse_args(["--phases", "throughput", "--quick"]).throughput_reps == 2
     with pytest.raises(SystemExit):
         parse_args(["--phases", "traffic,speed"])
+
+
+def _dump(t: float, src: str, dst: str, flags: str) -> str:
+    return f"{t:.6f} IP {src} > {dst}: Flags [{flags}], seq 1, win 64240, length 0"
+
+
+def test_hops_split_each_connect_at_lb0s_two_ports() -> None:
+    from bench import hops
+    c, vip, be = "10.0.0.20.40000", "13.13.13.13.8000", "10.0.1.2.8002"
+    frontend = hops.parse([
+        "tcpdump: listening on lb0-eth1",
+        _dump(100.000000, c, vip, "S"),
+        _dump(100.001500, vip, c, "S."),
+        _dump(100.002000, c, vip, "S"),  # a retransmitted SYN: the first one counts
+        _dump(101.0, "10.0.0.20.40001", vip, "S"),  # never reached the backend: skipped
+    ])
+    backend = hops.parse([
+        _dump(100.000100, c, be, "S"),
+        _dump(100.001000, be, c, "S."),
+    ])
+    assert frontend[0] == hops.Packet(100.0, ("10.0.0.20", 40000), ("13.13.13.13", 8000), "S")
+    (row,) = hops.connects(frontend, backend)
+    assert {k: round(v, 3) for k, v in row.items()} == {
+        "syn_lb0": 0.1, "backend_side": 0.9, "synack_lb0": 0.5, "lb0_round_trip": 1.5}
+    split = hops.summary([row, {**row, "syn_lb0": 2.0}])
+    assert split["connects"] == 2
+    assert split["syn_lb0_ms_p50"] == 0.1 and split["syn_lb0_ms_p99"] == 2.0
+    assert hops.summary([])["lb0_round_trip_ms_p99"] is None
+
+
+def test_hops_skip_a_connect_whose_packets_are_out_of_order() -> None:
+    from bench import hops
+    c, vip, be = "10.0.0.20.40000", "13.13.13.13.8000", "10.0.1.2.8002"
+    # a SYN-ACK on the backend port before the SYN left lb0: another connect's packets
+    frontend = hops.parse([_dump(5.0, c, vip, "S"), _dump(5.2, vip, c, "S.")])
+    backend = hops.parse([_dump(4.0, be, c, "S."), _dump(5.1, c, be, "S")])
+    assert hops.connects(frontend, backend) == []
