@@ -23,7 +23,11 @@ from typing import NamedTuple
 
 from topologies.client import percentile
 
-SEGMENTS = ("syn_lb0", "backend_side", "synack_lb0", "lb0_round_trip")
+SEGMENTS = {"lb0_round_trip": "SYN into lb0 -> SYN-ACK out of it",
+            "syn_lb0": "SYN through lb0",
+            "backend_side": "lb0 -> backend -> lb0",
+            "synack_lb0": "SYN-ACK through lb0"}
+"""Segment name -> how the benchmark's table labels it."""
 TCPDUMP_FILTER = "tcp[tcpflags] & tcp-syn != 0"
 """SYNs and SYN-ACKs only: a few packets per connect, filtered in the kernel."""
 

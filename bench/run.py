@@ -104,6 +104,7 @@ from topologies.lbrp_topo import (
     PLAIN_SWITCHES,
     LabError,
     LbrpNet,
+    _kill_tree,
     _sh,
     backend_ip,
     lab,
@@ -1188,12 +1189,7 @@ def hop_capture(b: Bench, name: str) -> Iterator[dict[str, Any]]:
     finally:
         time.sleep(0.3)  # the last SYN-ACKs
         for proc in procs:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            _kill_tree(proc)
             if proc.stderr is not None:
                 proc.stderr.close()
     with open(files[FRONTEND_PORT]) as fe, open(files[BACKEND_PORT]) as be:
@@ -1614,10 +1610,7 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
                 per_setup(lambda r: dig(r, ("paced", "late_starts")), traffic), ratio=False,
                 better="lower")
             if opts.hops:
-                for seg, text in (("lb0_round_trip", "SYN into lb0 -> SYN-ACK out of it"),
-                                  ("syn_lb0", "SYN through lb0"),
-                                  ("backend_side", "lb0 -> backend -> lb0"),
-                                  ("synack_lb0", "SYN-ACK through lb0")):
+                for seg, text in hops.SEGMENTS.items():
                     for pct in ("p50", "p99"):
                         add(f"  {text}, {pct} ms at {rate}",
                             per_setup(lambda r, k=f"{seg}_ms_{pct}": dig(r, ("paced", "hops", k)),
