@@ -31,7 +31,16 @@ Table 10 ``SESSION_FWD`` (learned client->VIP sessions)
 Table 11 ``SESSION_REV`` (learned backend->client replies)
   100  learned: ip_proto, nw_src=backend, tp_src=bport, nw_dst=client, tp_dst=cport
        -> load nw_src=VIP, tp_src=vport, output:F
+  1    eth_dst=01:00:00:00:00:00/01:00:00:00:00:00 (group-addressed) -> output:F
   0    miss -> output:F (replies of no session, and other traffic, pass unchanged)
+  The priority-1 flow forwards like the miss. It is there so that every
+  no-session packet's datapath flow matches eth_dst's group bit, which a
+  session's never does. When a session's learned flows go away (purge, expiry),
+  OVS's revalidator then finds the cached datapath flow too wide for the new
+  translation and deletes it. Without the bit it would re-point the flow to
+  pass-through with the session's exact 4-tuple, and a new session on that
+  4-tuple (a client port reused within OVS's max-idle) would send its first
+  replies un-rewritten until the next revalidation reached it.
 
 Table 20 ``SERVICE`` (a packet to a service with no session)
   200  tcp SYN (no ACK/FIN/RST) or any udp, nw_dst=VIP, tp_dst=vport
@@ -129,6 +138,7 @@ PRIO_SESSION = 100
 PRIO_LEARN = 100
 PRIO_CT_EST = 300
 PRIO_PASS = 10
+PRIO_REV_GROUP_ADDR = 1
 PRIO_MISS = 0
 
 # Registers.
@@ -153,6 +163,7 @@ OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
 ALL_ONES = 0xFFFFFFFFFFFFFFFF
 
 ETH_IP = 0x0800
+GROUP_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")  # eth_dst multicast/broadcast bit
 IP_PROTO = {"tcp": 6, "udp": 17}
 ICMP = 1
 TCP_SYN = 0x002
@@ -333,6 +344,8 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
         from_backend: tuple[Action, ...] = (Conntrack(CT_ZONE, table=CT_REV, nat=True),)
     else:
         flows += [_flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
+                  _flow(SESSION_REV, PRIO_REV_GROUP_ADDR, (("eth_dst", GROUP_BIT),),
+                        (Output(p.frontend),), ck),
                   _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
                   _flow(LEARN, PRIO_MISS, (), (), ck)]
         from_backend = (GotoTable(SESSION_REV),)

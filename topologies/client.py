@@ -14,7 +14,10 @@ Prints ONE JSON line::
      "connect_ms_p50": x, "connect_ms_p99": x, "errors": {"timeout": n, ...}, ...}
 
 ``connect_ms_*`` is the TCP connect time, or the request/reply round trip for
-UDP (null when no session succeeded). ``errors`` counts failures by kind:
+UDP from the first send (null when no session succeeded). With ``--udp-resends
+N`` a UDP datagram whose reply times out is sent again on the same socket (the
+same 5-tuple, so the same backend), up to N times; ``udp_resends`` counts
+them. ``errors`` counts failures by kind:
 ``refused`` (TCP RST / ICMP port unreachable), ``reset``, ``timeout``,
 ``unreachable``, ``empty`` (closed without a name), ``other``.
 With ``--hold S`` (TCP) each session sends ``HOLD`` and then ``PING`` every
@@ -75,6 +78,12 @@ class Totals:
     errors: Counter = field(default_factory=Counter)
     connect_ms: list[float] = field(default_factory=list)
     late: int = 0
+    resends: int = 0
+
+    def count_resend(self) -> None:
+        """A UDP datagram sent again after its reply timed out."""
+        with self.lock:
+            self.resends += 1
 
     def count_late(self) -> None:
         """A paced session that started more than LATE_S after its time."""
@@ -218,13 +227,21 @@ class Runner:
         return Result(True, names[0], connect_ms)
 
     def udp_session(self, index: int) -> Result:
-        """Fresh socket, one datagram, one reply."""
+        """Fresh socket, one datagram, one reply (the datagram is resent on the same
+        socket, so the same 5-tuple, up to ``--udp-resends`` times after a timeout)."""
         sock = self._new_socket(socket.SOCK_DGRAM, index)
         try:
             sock.connect(self.targets[index % len(self.targets)])
             t0 = time.perf_counter()
-            sock.send(self.message)
-            data = sock.recv(4096)
+            for attempt in range(self.args.udp_resends + 1):
+                sock.send(self.message)
+                try:
+                    data = sock.recv(4096)
+                    break
+                except TimeoutError:
+                    if attempt == self.args.udp_resends:
+                        raise
+                    self.totals.count_resend()
             rtt_ms = (time.perf_counter() - t0) * 1000.0
             name = data.partition(b"\n")[0].decode(errors="replace").strip()
             if not name:
@@ -278,6 +295,8 @@ class Runner:
             "port": a.port,
             "sessions": a.sessions,
         }
+        if a.proto == "udp":
+            summary["udp_resends"] = tot.resends
         if a.hold is not None:
             summary["changed_backend"] = tot.changed
         if a.rate:
@@ -313,6 +332,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--timeout", type=float, default=2.0,
                    help="seconds for each socket operation (default 2)")
+    p.add_argument("--udp-resends", type=int, default=0, metavar="N",
+                   help="UDP: send a datagram again, on the same socket, up to N times "
+                        "when its reply times out (default 0)")
     p.add_argument("--src-port-base", type=int, default=None,
                    help="bind session i to source port N+i (wraps at 65535)")
     p.add_argument("--src", default=None, help="source address to bind")
@@ -329,6 +351,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.sessions < 0 or args.concurrency < 1 or args.timeout <= 0:
         p.error("--sessions >= 0, --concurrency >= 1 and --timeout > 0 please")
+    if args.udp_resends < 0:
+        p.error("--udp-resends must be >= 0")
     if args.src_port_base is not None and not 1 <= args.src_port_base <= 65535:
         p.error("--src-port-base must be in 1..65535")
     if args.hold is not None and args.proto != "tcp":

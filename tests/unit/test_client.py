@@ -114,3 +114,42 @@ def test_errors_are_named_by_kind(exc: BaseException, kind: str) -> None:
 def test_bad_addr_port_is_an_argument_error(item: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         client.addr_port(item)
+
+
+class DropFirstHandler(socketserver.BaseRequestHandler):
+    """Answers a UDP source's second datagram and later ones, never its first."""
+
+    def handle(self) -> None:
+        _, sock = self.request
+        seen = self.server.seen  # type: ignore[attr-defined]
+        if self.client_address not in seen:
+            seen.add(self.client_address)
+            return
+        sock.sendto(b"u0\n", self.client_address)
+
+
+@pytest.fixture()
+def lossy_udp() -> Iterator[tuple[str, int]]:
+    srv = socketserver.UDPServer(("127.0.0.1", 0), DropFirstHandler)
+    srv.seen = set()  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv.server_address[:2]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_udp_resends_on_the_same_socket_after_a_timeout(lossy_udp: tuple[str, int]) -> None:
+    """The resend reuses the 5-tuple: the server saw that source before and answers."""
+    host, port = lossy_udp
+    common = ("--vip", host, "--port", str(port), "--proto", "udp", "--sessions", "5",
+              "--concurrency", "5", "--timeout", "0.3")
+    out = run(*common, "--udp-resends", "1")
+    assert (out["ok"], out["failed"], out["udp_resends"]) == (5, 0, 5), out
+    assert out["by_backend"] == {"u0": 5}
+    out = run(*common)
+    assert (out["ok"], out["errors"], out["udp_resends"]) == (0, {"timeout": 5}, 0), out
+
+
+def test_negative_udp_resends_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        client.parse_args(["--vip", "127.0.0.1", "--port", "1", "--udp-resends", "-1"])

@@ -339,3 +339,19 @@ def test_timeouts_shorter_than_a_cached_datapath_flow_are_named() -> None:
     assert pl.short_timeouts(s) == ["tcp_fin_timeout 5 s < 12 s", "udp_idle_timeout 11 s < 12 s"]
     assert pl.short_timeouts(replace(s, datapath_max_idle_ms=1500)) == []  # 2 + 2 s
     assert pl.short_timeouts(replace(s, session_pinning="conntrack")) == []
+
+
+def test_no_session_replies_match_the_group_bit_that_sessions_never_match() -> None:
+    """Learn mode: below the sessions, table 11 forwards group-addressed frames like its
+    miss does, so that no-session translations look at eth_dst's group bit (the reason
+    is in the pipeline docstring). Conntrack mode does not use table 11."""
+    st = pl.desired_state(cfg(Service(WEB, (B1,))), PORTS)
+    rev = {(f.priority, f.match): f.actions for f in flows_of(st, pl.SESSION_REV)}
+    assert rev == {(pl.PRIO_REV_GROUP_ADDR, (("eth_dst", pl.GROUP_BIT),)): (pl.Output(1),),
+                   (pl.PRIO_MISS, ()): (pl.Output(1),)}
+    assert pl.PRIO_MISS < pl.PRIO_REV_GROUP_ADDR < pl.PRIO_SESSION
+    learned = [a for f in flows_of(st, pl.LEARN) for a in f.actions if isinstance(a, pl.Learn)]
+    assert all("eth_dst" not in str(lr) for lr in learned)
+    ct = pl.desired_state(replace(cfg(Service(WEB, (B1,))),
+                                  settings=Settings(session_pinning="conntrack")), PORTS)
+    assert flows_of(ct, pl.SESSION_REV) == []
