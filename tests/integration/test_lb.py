@@ -267,7 +267,8 @@ def test_a_client_port_reused_after_a_purge_gets_its_first_reply_rewritten(lb: A
 
     In learn mode OVS used to re-point the purged sessions' cached reply flows to
     pass-through and keep them (max-idle 10 s), so B's first replies on those 4-tuples
-    left un-rewritten until a revalidation pass reached them: 180 of 2,000 datagrams.
+    left un-rewritten until a revalidation pass reached them (180 of 2,000 first replies
+    lost in a probe of this shape).
     """
     ctl: Controller = lb.ctl
     backends = [{"ip": ip, "port": 8002, "weight": 1} for ip in (B1, B2, B3)]
