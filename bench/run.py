@@ -677,7 +677,9 @@ class Started:
 
     rest_s: float | None = None
     connected_s: float | None = None  # the app logged lb0's connection
-    switch_wait_s: float | None = None  # REST up (the app listening) -> lb0 connected
+    # REST up (the app listening) -> lb0 connected; an upper bound: the log is read
+    # between /health polls, which the app answers late while it builds the bundle
+    switch_wait_s: float | None = None
     programmed_s: float | None = None
     log_line: str = ""
     timeline: list[tuple[float, str]] = field(default_factory=list)
