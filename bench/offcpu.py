@@ -10,6 +10,10 @@ Each time the thread leaves the CPU, the time until it runs again is counted und
 - ``preempted``: it was runnable; ``by`` names the task that took the CPU;
 - ``mutex``: it slept in a futex wait (a contended lock); ``by`` names the task that
   woke it, which is usually the one that released the lock;
+- ``rcu``: it slept inside ``ovsrcu_synchronize()`` (in poll(), or for ``seq_mutex``),
+  waiting for every other OVS thread to quiesce (needs an ovs-vswitchd with symbols; see
+  ``bench/results/profile/README.md``). OVS 3.1's ``type_run`` rebuilds the translation
+  config and waits so after any flow-table change, such as a ``learn``;
 - ``poll``: it slept in poll(), waiting for packets, timers or other threads: idle;
 - ``other``: any other sleep.
 
@@ -84,7 +88,7 @@ def off_cpu(events: list[Event], tid: int) -> dict[str, Any]:
     for e in events:
         if e.name == "sched:sched_waking":
             m = _WAKING.search(e.trace)
-            if out_at and m and int(m[1]) == tid and out_at[1] in ("mutex", "other"):
+            if out_at and m and int(m[1]) == tid and out_at[1] in ("mutex", "rcu", "other"):
                 out_at = (out_at[0], out_at[1], _task(e.comm))
             continue
         if e.name != "sched:sched_switch":
@@ -97,6 +101,8 @@ def off_cpu(events: list[Event], tid: int) -> dict[str, Any]:
             frames = " ".join(e.stack)
             if state.startswith("R"):
                 out_at = (e.t, "preempted", _task(next_comm))
+            elif "ovsrcu_synchronize" in frames:
+                out_at = (e.t, "rcu", "?")
             elif "do_sys_poll" in frames:
                 out_at = (e.t, "poll", "")
             elif "futex" in frames:

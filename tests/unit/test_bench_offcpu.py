@@ -25,6 +25,13 @@ TEXT = "".join([
     switch("100.002000", "ovs-vswitchd", 1722, "S", "swapper/1", 0, "__schedule",
            "do_sys_poll", "__poll"),
     switch("100.003000", "swapper", 0, "R", "ovs-vswitchd", 1722),
+    # waiting 0.4 ms in ovsrcu_synchronize() (its poll), until a revalidator quiesces
+    switch("100.003100", "ovs-vswitchd", 1722, "S", "swapper/1", 0, "__schedule",
+           "do_sys_poll", "__poll", "poll_block", "ovsrcu_synchronize.part.0",
+           "xlate_txn_commit", "type_run"),
+    ("revalidator12 1800 100.003400: sched:sched_waking: comm=ovs-vswitchd pid=1722 prio=110 "
+     "target_cpu=001\n\tffff try_to_wake_up\n\n"),
+    switch("100.003500", "swapper", 0, "R", "ovs-vswitchd", 1722),
     # another thread's switches do not count
     switch("100.004000", "revalidator12", 1800, "R", "python", 4000, "__schedule"),
 ])
@@ -32,19 +39,21 @@ TEXT = "".join([
 
 def test_off_cpu_time_is_split_by_reason_and_by_whom() -> None:
     events = offcpu.parse(TEXT)
-    assert len(events) == 8
+    assert len(events) == 11
     assert events[2].stack == ("__schedule", "futex_wait", "__GI___lll_lock_wait")
     assert offcpu.busiest(events, "ovs-vswitchd") == 1722
     got = offcpu.off_cpu(events, 1722)
     assert got["span_s"] == 0.004
     r = got["reasons"]
-    assert set(r) == {"preempted", "mutex", "poll"}
+    assert set(r) == {"preempted", "mutex", "poll", "rcu"}
     assert r["preempted"]["n"] == 1 and r["preempted"]["total_ms"] == 0.0  # 0.02 ms, 1 decimal
     assert r["preempted"]["p50_ms"] == 0.02
     assert r["preempted"]["by"] == {"urcu": {"n": 1, "total_ms": 0.0}}
     assert r["mutex"]["max_ms"] == 0.6 and r["mutex"]["by"] == {"revalidator": {"n": 1, "total_ms": 0.6}}
     assert r["poll"]["total_ms"] == 1.0 and r["poll"]["share_of_time"] == 0.25
     assert r["poll"]["by"] == {}
+    assert r["rcu"]["n"] == 1 and r["rcu"]["max_ms"] == 0.4
+    assert r["rcu"]["by"] == {"revalidator": {"n": 1, "total_ms": 0.4}}
 
 
 def test_no_events_of_the_thread_means_no_reasons() -> None:
