@@ -4,8 +4,8 @@ Usage: ``bench/profile.py CAPTURE.data`` (root, ``perf`` installed). It needs an
 ovs-vswitchd with symbols and frame pointers (the Debian one is stripped); see
 ``bench/results/profile/README.md``. Prints a JSON object: each thread's share of the
 machine's samples, and for ovs-vswitchd's main and revalidator threads, what their
-samples were doing, by the OVS function on their stack (see ``MAIN`` and
-``REVALIDATOR``; the first match from the root of the stack wins).
+samples were doing, by the OVS functions on their stacks (see ``MAIN`` and
+``REVALIDATOR``: the first rule whose function is on a sample's stack names it).
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import json
 import re
 import subprocess
 import sys
+from typing import Any
 
 SOFTIRQ = "[softirq]"  # stands for a kernel stack that runs softirqs (net_rx_action)
 _SOFTIRQ_FUNCS = {"__do_softirq", "do_softirq", "net_rx_action"}
+_SOFTIRQ_RULE = ("softirq: packets through the kernel (the lab's TCP stacks), on this thread",
+                 SOFTIRQ)
 # (category, function on the stack), checked in this order.
 MAIN = [
-    ("softirq: packets through the kernel (the lab's TCP stacks), on this thread", SOFTIRQ),
+    _SOFTIRQ_RULE,
     ("connmgr_run: mostly accept() on each bridge's OpenFlow socket, every loop", "connmgr_run"),
     ("ofproto-dpif run(): mostly the flow expiry walk after each revalidator dump", "run"),
     ("other ofproto_run (eviction upkeep, port polls)", "ofproto_run"),
@@ -35,7 +38,7 @@ MAIN = [
     ("poll loop", "time_poll"),
 ]
 REVALIDATOR = [
-    ("softirq: packets through the kernel (the lab's TCP stacks), on this thread", SOFTIRQ),
+    _SOFTIRQ_RULE,
     ("learn action in re-translation", "xlate_learn_action"),
     ("re-translate datapath flows (revalidate_ukey__)", "revalidate_ukey__"),
     ("sweep (delete idle flows, push stats)", "revalidator_sweep__"),
@@ -72,7 +75,7 @@ def parse(text: str) -> list[tuple[str, list[str]]]:
 
 
 def classify(frames: list[str], rules: list[tuple[str, str]]) -> str:
-    """The first rule whose function is on the stack (root first), else a fallback."""
+    """The category of the first rule whose function is on the stack, else a fallback."""
     if not frames:
         return "kernel only (no user frames)"
     for name, func in rules:
@@ -89,7 +92,7 @@ def samples(capture: str) -> list[tuple[str, list[str]]]:
                                 capture_output=True, text=True, check=True).stdout)
 
 
-def summarize(capture: str, all_samples: list[tuple[str, list[str]]]) -> dict:
+def summarize(capture: str, all_samples: list[tuple[str, list[str]]]) -> dict[str, Any]:
     """Shares of the machine's samples by thread, and of the main and revalidator threads'."""
     n = len(all_samples)
     by_comm: collections.Counter[str] = collections.Counter()
