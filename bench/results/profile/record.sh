@@ -1,7 +1,7 @@
 #!/bin/sh
 # How this directory was made: perf's CPU profile (call graphs) of ovs-vswitchd, 4 s,
 # during the saturated and the paced session runs of one benchmark round (plain, then
-# lbrp learn), then bench/profile.py on the four captures.
+# lbrp learn), then bench/oncpu.py on the four captures.
 # The Debian ovs-vswitchd has no symbols: run an OVS 3.1.0 built from source with
 # CFLAGS="-g -O2 -fno-omit-frame-pointer" in its place first (see README.md here).
 # Usage (root): [MODE=conntrack] bench/results/profile/record.sh [OUT_DIR [extra bench/run.py options]]
@@ -27,7 +27,7 @@ for s in plain "lbrp-${MODE:-learn}"; do
   done
 done
 wait "$BENCH"
-"$REPO/.venv/bin/python" "$REPO/bench/profile.py" "$OUT/cpu-plain-sessions.data" \
+"$REPO/.venv/bin/python" "$REPO/bench/oncpu.py" "$OUT/cpu-plain-sessions.data" \
     "$OUT/cpu-lbrp-${MODE:-learn}-sessions.data" "$OUT/cpu-plain-paced.data" \
     "$OUT/cpu-lbrp-${MODE:-learn}-paced.data" > "$OUT/profile.json"
 echo "$OUT/profile.json"

@@ -1,6 +1,6 @@
-"""bench/profile.py: what ovs-vswitchd's threads do, from perf's call graphs."""
+"""bench/oncpu.py: what ovs-vswitchd's threads do, from perf's call graphs."""
 
-from bench import profile
+from bench import oncpu
 
 OVS = "/usr/sbin/ovs-vswitchd"
 
@@ -39,14 +39,14 @@ TEXT = "".join([
 
 
 def test_samples_are_split_by_thread_and_by_what_the_thread_was_doing() -> None:
-    parsed = profile.parse(TEXT)
+    parsed = oncpu.parse(TEXT)
     assert len(parsed) == 9
     assert parsed[1] == ("ovs-vswitchd", ["main", "bridge_run", "ofproto_run", "run"])
     assert parsed[2][1][-1] == "__sendmmsg"  # kernel frames dropped
     assert parsed[6][1][1] == "revalidate"  # .isra.0 and the like dropped
     assert parsed[5] == ("ovs-vswitchd", ["main", "ofproto_run", "connmgr_run",
-                                          "pstream_accept", "accept", profile.SOFTIRQ])
-    got = profile.summarize("x.data", parsed)
+                                          "pstream_accept", "accept", oncpu.SOFTIRQ])
+    got = oncpu.summarize("x.data", parsed)
     assert got["samples"] == 9
     assert got["machine_percent_by_thread"] == {"ovs-vswitchd": 66.7, "revalidator": 22.2,
                                                 "python": 11.1}
@@ -63,5 +63,5 @@ def test_samples_are_split_by_thread_and_by_what_the_thread_was_doing() -> None:
 
 
 def test_a_capture_with_no_samples() -> None:
-    got = profile.summarize("x.data", profile.parse(""))
+    got = oncpu.summarize("x.data", oncpu.parse(""))
     assert got["samples"] == 0 and got["machine_percent_by_thread"] == {}

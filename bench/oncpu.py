@@ -1,6 +1,6 @@
 """Where ovs-vswitchd's CPU goes, from a system-wide ``perf record -g`` capture.
 
-Usage: ``bench/profile.py CAPTURE.data`` (root, ``perf`` installed). It needs an
+Usage: ``bench/oncpu.py CAPTURE.data`` (root, ``perf`` installed). It needs an
 ovs-vswitchd with symbols and frame pointers (the Debian one is stripped); see
 ``bench/results/profile/README.md``. Prints a JSON object: each thread's share of the
 machine's samples, and for ovs-vswitchd's main and revalidator threads, what their
