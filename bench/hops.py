@@ -12,6 +12,11 @@ A connect is the client's SYN and the SYN-ACK that answers it. Captured (``tcpdu
 The client's own side (its kernel, the client-side switch, its scheduling) is the
 connect time the client measured minus ``lb0_round_trip``; it is not captured here.
 
+The same captures of a saturated run show client ports reused: :func:`reuse` counts
+the SYNs that lb0 sent on with another source port than the client's (OVS 3.1.0's
+conntrack NAT does that when a port is reused soon after its last connection: see
+``lbrp_app.ovsdb.nat_reuse_caveat``) and the SYNs the client had to send again.
+
 Pure: parses tcpdump's text and computes; the benchmark runs tcpdump.
 """
 
@@ -32,7 +37,7 @@ TCPDUMP_FILTER = "tcp[tcpflags] & tcp-syn != 0"
 """SYNs and SYN-ACKs only: a few packets per connect, filtered in the kernel."""
 
 _LINE = re.compile(r"^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > "
-                   r"(\d+\.\d+\.\d+\.\d+)\.(\d+): Flags \[([^\]]*)\]")
+                   r"(\d+\.\d+\.\d+\.\d+)\.(\d+): Flags \[([^\]]*)\](?:, seq (\d+))?")
 
 
 class Packet(NamedTuple):
@@ -42,6 +47,7 @@ class Packet(NamedTuple):
     src: tuple[str, int]
     dst: tuple[str, int]
     flags: str  # tcpdump's: "S" for a SYN, "S." for a SYN-ACK
+    seq: int | None = None
 
 
 def parse(lines: Iterable[str]) -> list[Packet]:
@@ -50,7 +56,8 @@ def parse(lines: Iterable[str]) -> list[Packet]:
     for line in lines:
         m = _LINE.match(line)
         if m:
-            out.append(Packet(float(m[1]), (m[2], int(m[3])), (m[4], int(m[5])), m[6]))
+            out.append(Packet(float(m[1]), (m[2], int(m[3])), (m[4], int(m[5])), m[6],
+                              int(m[7]) if m[7] else None))
     return out
 
 
@@ -66,8 +73,9 @@ def _first(packets: list[Packet], flags: str, client_is_src: bool) -> dict[tuple
 def connects(frontend: list[Packet], backend: list[Packet]) -> list[dict[str, float]]:
     """Per connect seen on both ports, its segments in ms (see the module docstring).
 
-    Connects are keyed by the client's ip:port, which lb0 leaves unchanged; a port
-    reused within one capture counts once, with its first SYN and SYN-ACK.
+    Connects are keyed by the client's ip:port; a port reused within one capture
+    counts once, with its first SYN and SYN-ACK. A connect whose port lb0 rewrote
+    (see :func:`reuse`) has no SYN out under that key and is left out.
     """
     syn_in, synack_out = _first(frontend, "S", True), _first(frontend, "S.", False)
     syn_out, synack_in = _first(backend, "S", True), _first(backend, "S.", False)
@@ -79,6 +87,20 @@ def connects(frontend: list[Packet], backend: list[Packet]) -> list[dict[str, fl
         out.append({"syn_lb0": (t1 - t0) * 1e3, "backend_side": (t2 - t1) * 1e3,
                     "synack_lb0": (t3 - t2) * 1e3, "lb0_round_trip": (t3 - t0) * 1e3})
     return out
+
+
+def reuse(frontend: list[Packet], backend: list[Packet]) -> dict[str, int]:
+    """Client SYNs into lb0 (``syns``, one per client ip:port and sequence number), how
+    many left lb0 with another source ip:port (``port_rewritten``, matched by sequence
+    number), and how many the client sent again (``syn_resent``: same port and seq)."""
+    into: dict[tuple[tuple[str, int], int], int] = {}
+    for p in frontend:
+        if p.flags == "S" and p.seq is not None:
+            into[(p.src, p.seq)] = into.get((p.src, p.seq), 0) + 1
+    out = {p.seq: p.src for p in backend if p.flags == "S" and p.seq is not None}
+    rewritten = sum(1 for src, seq in into if seq in out and out[seq] != src)
+    return {"syns": len(into), "port_rewritten": rewritten,
+            "syn_resent": sum(n - 1 for n in into.values())}
 
 
 def summary(rows: list[dict[str, float]]) -> dict[str, float | int | None]:

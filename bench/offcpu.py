@@ -68,14 +68,17 @@ def parse(text: str) -> list[Event]:
     return events
 
 
-def _task(comm: str) -> str:
+def task_name(comm: str) -> str:
     """A task's name without its number (revalidator12 -> revalidator)."""
     return re.sub(r"[/:]?\d+$", "", comm) or comm
 
 
 def busiest(events: Iterable[Event], comm: str) -> int | None:
-    """The thread id with most events among tasks named ``comm``."""
-    counts = Counter(e.tid for e in events if e.comm == comm)
+    """The thread id with most events among tasks named ``comm`` (a trailing ``*``
+    matches any name with that prefix, e.g. ``pmd*`` for PMD threads)."""
+    prefix = comm[:-1] if comm.endswith("*") else None
+    counts = Counter(e.tid for e in events
+                     if (e.comm.startswith(prefix) if prefix is not None else e.comm == comm))
     return counts.most_common(1)[0][0] if counts else None
 
 
@@ -89,7 +92,7 @@ def off_cpu(events: list[Event], tid: int) -> dict[str, Any]:
         if e.name == "sched:sched_waking":
             m = _WAKING.search(e.trace)
             if out_at and m and int(m[1]) == tid and out_at[1] in ("mutex", "rcu", "other"):
-                out_at = (out_at[0], out_at[1], _task(e.comm))
+                out_at = (out_at[0], out_at[1], task_name(e.comm))
             continue
         if e.name != "sched:sched_switch":
             continue
@@ -100,7 +103,7 @@ def off_cpu(events: list[Event], tid: int) -> dict[str, Any]:
         if prev == tid:
             frames = " ".join(e.stack)
             if state.startswith("R"):
-                out_at = (e.t, "preempted", _task(next_comm))
+                out_at = (e.t, "preempted", task_name(next_comm))
             elif "ovsrcu_synchronize" in frames:
                 out_at = (e.t, "rcu", "?")
             elif "do_sys_poll" in frames:
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("perf_data", type=Path)
     p.add_argument("--comm", default="ovs-vswitchd",
-                   help="thread name; its busiest thread is summarized (ovs-vswitchd: main)")
+                   help="thread name, or prefix ending in '*'; the busiest such thread is "
+                        "summarized (ovs-vswitchd: the main thread; pmd*: a PMD thread)")
     p.add_argument("--tid", type=int, default=None, help="this thread id instead")
     a = p.parse_args(argv)
     text = subprocess.run(["perf", "script", "-i", str(a.perf_data), "-F", PERF_FIELDS],

@@ -15,7 +15,14 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.offcpu import task_name
 
 SOFTIRQ = "[softirq]"  # stands for a kernel stack that runs softirqs (net_rx_action)
 _SOFTIRQ_FUNCS = {"__do_softirq", "do_softirq", "net_rx_action"}
@@ -99,7 +106,7 @@ def summarize(capture: str, all_samples: list[tuple[str, list[str]]]) -> dict[st
     main: collections.Counter[str] = collections.Counter()
     reval: collections.Counter[str] = collections.Counter()
     for comm, frames in all_samples:
-        thread = re.sub(r"\d+$", "", comm)  # revalidator17 -> revalidator
+        thread = task_name(comm)
         by_comm[thread] += 1
         if comm == "ovs-vswitchd":
             main[classify(frames, MAIN)] += 1

@@ -97,12 +97,14 @@ if str(REPO) not in sys.path:
 
 from bench import hops
 from bench.holder import NO_ANSWER_SAMPLE
+from bench.offcpu import task_name
 from lbrp_app.pipeline import CT_ZONE, SESSION_TABLES
 from topologies.controller import Controller, free_port
 from topologies.lbrp_topo import (
     BACKEND_PORT,
     FRONTEND_PORT,
     LB_NAME,
+    LB_PORT_TYPES,
     PLAIN_SWITCHES,
     LabError,
     LbrpNet,
@@ -206,6 +208,7 @@ class Options:
     app_src: Path | None
     settings: dict[str, Any]
     lab_switches: str = "ovs"
+    lb_ports: str = "system"
     hops: bool = False
 
     @property
@@ -268,10 +271,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="the lab's two plain switches around lb0: OVS netdev bridges (the "
                         "default; their packets share ovs-vswitchd's one datapath thread "
                         "with lb0) or Linux bridges (ovs-vswitchd forwards for lb0 alone)")
+    p.add_argument("--lb-ports", choices=LB_PORT_TYPES, default="system",
+                   help="how ovs-vswitchd opens lb0's two ports: af_packet, read by its main "
+                        "thread (system, the default), or AF_XDP, read by a PMD thread that "
+                        "busy-polls one core (afxdp); every setup of the run uses the same")
     p.add_argument("--hops", action="store_true",
-                   help="capture SYNs and SYN-ACKs on lb0's two ports during the paced run "
-                        "and split each connect's time into lb0 and backend-side segments "
-                        "(bench/hops.py; needs tcpdump)")
+                   help="capture SYNs and SYN-ACKs on lb0's two ports: during the paced run, "
+                        "to split each connect's time into lb0 and backend-side segments; "
+                        "during the saturated run, to count client source ports lb0 "
+                        "rewrote and SYNs resent (bench/hops.py; needs tcpdump; not with "
+                        "--lb-ports afxdp, whose packets tcpdump does not see)")
     p.add_argument("--settle-timeout", type=float, default=20.0,
                    help="max seconds to wait for the lab's datapath flows to idle out")
     a = p.parse_args(argv)
@@ -287,6 +296,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         settings[key.strip()] = yaml.safe_load(value)
     if a.paced_rate < 0:
         p.error("--paced-rate must be >= 0")
+    if a.hops and a.lb_ports == "afxdp":
+        p.error("--hops captures with tcpdump, which does not see AF_XDP ports' packets")
     if a.app_src is not None and not (a.app_src / "lbrp_app" / "__init__.py").is_file():
         p.error(f"--app-src: no lbrp_app package in {a.app_src}")
     phases = [x.strip() for x in a.phases.split(",") if x.strip()]
@@ -310,7 +321,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         select_baseline=not a.no_select, ct_select_baseline=a.ct_select,
         settle_timeout=a.settle_timeout,
         app_src=a.app_src.resolve() if a.app_src else None, settings=settings,
-        lab_switches=a.lab_switches, hops=a.hops)
+        lab_switches=a.lab_switches, lb_ports=a.lb_ports, hops=a.hops)
 
 
 # ---------------------------------------------------------------- OVS stats
@@ -386,15 +397,21 @@ def dpif_hits() -> dict[str, int]:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_cpu(path: str) -> tuple[str, float] | None:
-    """(comm, user+system CPU seconds) from a /proc/.../stat file."""
+def _stat(path: str) -> tuple[str, float, int] | None:
+    """(comm, user+system CPU seconds, start time in ticks) from a /proc/.../stat file."""
     try:
         text = Path(path).read_text()
     except OSError:
         return None
     comm = text[text.index("(") + 1:text.rindex(")")]
     fields = text[text.rindex(")") + 2:].split()
-    return comm, (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return comm, (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19])
+
+
+def _stat_cpu(path: str) -> tuple[str, float] | None:
+    """(comm, user+system CPU seconds) from a /proc/.../stat file."""
+    got = _stat(path)
+    return got[:2] if got else None
 
 
 def vswitchd_threads_cpu() -> dict[str, float]:
@@ -407,19 +424,24 @@ def vswitchd_threads_cpu() -> dict[str, float]:
         for tid in os.listdir(f"/proc/{pid}/task"):
             got = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
             if got:
-                kind = re.sub(r"\d+$", "", got[0]) or got[0]
+                kind = task_name(got[0])
                 out[kind] = out.get(kind, 0.0) + got[1]
     return out
 
 
-def processes_cpu() -> dict[int, tuple[str, float]]:
+Procs = dict[tuple[int, int], tuple[str, float]]
+"""(pid, start time) -> (comm, CPU seconds). The start time tells a reused pid from its
+old process; comm cannot (a kworker's comm names its current work queue)."""
+
+
+def processes_cpu() -> Procs:
     """CPU seconds of every process on the host (to spot who else used the CPUs)."""
-    out: dict[int, tuple[str, float]] = {}
+    out: Procs = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            got = _stat_cpu(f"/proc/{name}/stat")
+            got = _stat(f"/proc/{name}/stat")
             if got:
-                out[int(name)] = got
+                out[(int(name), got[2])] = got[:2]
     return out
 
 
@@ -480,13 +502,12 @@ def snapshot() -> dict[str, Any]:
             "threads": vswitchd_threads_cpu(), "procs": processes_cpu(), "load": loadavg()}
 
 
-def top_cpu(a: dict[int, tuple[str, float]], b: dict[int, tuple[str, float]],
-            n: int = 8) -> list[dict[str, Any]]:
+def top_cpu(a: Procs, b: Procs, n: int = 8) -> list[dict[str, Any]]:
     """The ``n`` processes that used most CPU between two processes_cpu() readings."""
     used = []
-    for pid, (comm, sec) in b.items():
-        before = a.get(pid)
-        d = sec - (before[1] if before and before[0] == comm else 0.0)
+    for (pid, start), (comm, sec) in b.items():
+        before = a.get((pid, start))
+        d = sec - (before[1] if before else 0.0)
         if d > 0.05:
             used.append((d, pid, comm))
     used.sort(reverse=True)
@@ -568,7 +589,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "mem_total_kib": mem_kib,
         "kernel": platform.release(), "python": platform.python_version(),
-        "ovs_version": first_line("ovs-vswitchd", "--version"),
+        "ovs_version": first_line("ovs-appctl", "version"),  # the running daemon
         "os_ken": osken, "iperf3": first_line("iperf3", "--version"),
         "ovs_other_config": sh_out("ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".",
                                    "other_config").strip(),
@@ -967,7 +988,7 @@ def bench_lab(opts: Options, work: Path, servers: bool) -> Iterator[Bench]:
     log("waiting for the lab lock and building the lab")
     with lab(n_clients=1, n_backends=N_BACKENDS, of_port=free_port(), servers=servers,
              tcp_ports=tuple(p for _, p in BACKENDS), udp_ports=(),
-             lock_timeout=3600.0, plain=opts.lab_switches) as net:
+             lock_timeout=3600.0, plain=opts.lab_switches, lb_ports=opts.lb_ports) as net:
         bench = Bench(net, opts, work)
         try:
             yield bench
@@ -1142,7 +1163,12 @@ def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dic
     b.settle()
     log(f"round {r + 1}/{opts.rounds} {setup}: sessions {opts.session_s:g} s")
     s0 = snapshot()
-    sess = run_sessions(b, setup, src)
+    capture = (hop_capture(b, f"{setup}-{r + 1}-sessions", hops.reuse) if opts.hops
+               else contextlib.nullcontext(None))
+    with capture as reused:
+        sess = run_sessions(b, setup, src)
+    if reused is not None:
+        sess["reuse"] = reused
     time.sleep(1.5)  # coverage totals are folded in about every second
     s1 = snapshot()
     delta = diff(s0, s1)
@@ -1169,11 +1195,19 @@ def traffic_round(b: Bench, r: int, setup: str, src: str, paced_src: str) -> dic
     return rec
 
 
+def hop_split(fe: list[hops.Packet], be: list[hops.Packet]) -> dict[str, Any]:
+    """Where each connect's time goes (paced runs)."""
+    return hops.summary(hops.connects(fe, be))
+
+
 @contextlib.contextmanager
-def hop_capture(b: Bench, name: str) -> Iterator[dict[str, Any]]:
+def hop_capture(b: Bench, name: str,
+                summarize: Callable[[list[hops.Packet], list[hops.Packet]], dict[str, Any]]
+                = hop_split) -> Iterator[dict[str, Any]]:
     """tcpdump lb0's frontend and backend ports for the block (SYNs and SYN-ACKs only).
 
-    Yields a dict that is filled with hops.summary() once the block is done.
+    Yields a dict that is filled with ``summarize(frontend, backend)`` once the block
+    is done.
     """
     files = {port: b.work / f"hops-{name}-{port}.txt" for port in (FRONTEND_PORT, BACKEND_PORT)}
     procs: list[subprocess.Popen] = []
@@ -1201,7 +1235,7 @@ def hop_capture(b: Bench, name: str) -> Iterator[dict[str, Any]]:
             if proc.stderr is not None:
                 proc.stderr.close()
     with open(files[FRONTEND_PORT]) as fe, open(files[BACKEND_PORT]) as be:
-        split.update(hops.summary(hops.connects(hops.parse(fe), hops.parse(be))))
+        split.update(summarize(hops.parse(fe), hops.parse(be)))
 
 
 def held_backends() -> list[tuple[str, int]]:
@@ -1620,6 +1654,12 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             better="lower")
         add("failed sessions per round", per_setup(lambda r: r["sessions"]["failed"], traffic),
             ratio=False, better="lower")
+        if opts.hops:
+            for key, text in (("port_rewritten", "client ports lb0 rewrote"),
+                              ("syn_resent", "SYNs the client sent again")):
+                add(f"{text} per round",
+                    per_setup(lambda r, k=key: dig(r, ("sessions", "reuse", k)), traffic),
+                    ratio=False, better="lower")
         if opts.paced_rate:
             rate = f"{opts.paced_rate:g}/s paced"
             for pct in ("p50", "p99", "p999"):

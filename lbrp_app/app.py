@@ -192,6 +192,9 @@ class LbrpApp(app_manager.OSKenApp):
                         LOG.info("ovs-vswitchd max-idle back to the OVS default: "
                                  "datapath_max_idle_ms is no longer set")
                     if settings.session_pinning == "conntrack":
+                        caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
+                        if caveat:
+                            LOG.warning("conntrack pinning: %s", caveat)
                         ovsdb.limit_connections(settings.max_sessions)
                         ovsdb.conntrack_timeouts(sw.bridge, settings.tcp_idle_timeout,
                                                  settings.tcp_fin_timeout,

@@ -78,6 +78,9 @@ DEFAULT_LB_DPID = "0000000000000010"
 FE_DPID = "00000000000010fe"
 BE_DPID = "00000000000010be"
 FRONTEND_PORT = 1
+LB_PORT_TYPES = ("system", "afxdp")
+"""How ovs-vswitchd opens lb0's ports: af_packet, read by its main thread
+("system", the default), or AF_XDP, read by a busy-polling PMD thread ("afxdp")."""
 """lb0's OpenFlow port towards the clients."""
 BACKEND_PORT = 2
 """lb0's OpenFlow port towards r1 and the backends."""
@@ -219,21 +222,44 @@ class LbSwitch(OVSSwitch):
     """
 
     def __init__(self, name: str, of_port: int = DEFAULT_OF_PORT,
-                 of_ip: str = "127.0.0.1", **params: Any) -> None:
+                 of_ip: str = "127.0.0.1", port_type: str = "system", **params: Any) -> None:
+        if port_type not in LB_PORT_TYPES:
+            raise ValueError(f"port_type must be one of {LB_PORT_TYPES}, got {port_type!r}")
         params.setdefault("failMode", "secure")
         params.setdefault("protocols", OF_PROTOCOLS)
         params["datapath"] = "user"
         self.of_port = int(of_port)
         self.of_ip = of_ip
+        self.port_type = port_type
         super().__init__(name, **params)
 
     def start(self, controllers: list) -> None:
-        """Create the bridge pointing at our own controller."""
+        """Create the bridge pointing at our own controller (queued: see batchStartup)."""
         super().start([_ControllerRef("ctl", self.of_ip, self.of_port)])
         _quiet_root_ports(self)
-        # Reconnect within a second after a controller restart (OVS default backoff: 8 s).
-        _sh(["ovs-vsctl", "--timeout=5", "--", "set", "Controller", self.name,
-             "max_backoff=1000"])
+
+    @classmethod
+    def batchStartup(cls, switches: Sequence[Switch], *args: Any,
+                     **kwargs: Any) -> Sequence[Switch]:
+        """Run the queued ovs-vsctl commands, then set what needs the bridge to exist.
+
+        Mininet's start() only queues the bridge's creation; this runs it.
+        """
+        started = super().batchStartup(switches, *args, **kwargs)
+        for sw in started:
+            # Reconnect within a second after a controller restart (OVS default: 8 s).
+            cmd = ["ovs-vsctl", "--timeout=10", "--", "set", "Controller", sw.name,
+                   "max_backoff=1000"]
+            if sw.port_type != "system":
+                # PMD ports: a PMD thread polls them instead of the main thread
+                # (OpenFlow port numbers are kept).
+                cmd += [arg for intf in sw.intfList() if intf.name.startswith(f"{sw.name}-eth")
+                        for arg in ("--", "set", "Interface", intf.name,
+                                    f"type={sw.port_type}")]
+            res = _sh(cmd)
+            if res.returncode:
+                raise LabError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+        return started
 
 
 class PlainSwitch(OVSBridge):
@@ -298,10 +324,11 @@ class LbrpTopo(Topo):
 
     def build(self, n_clients: int = 2, n_backends: int = 3,
               of_port: int = DEFAULT_OF_PORT, dpid: str = DEFAULT_LB_DPID,
-              plain: str = "ovs") -> None:
+              plain: str = "ovs", lb_ports: str = "system") -> None:
         """Add nodes and links (lb0 port 1 = frontend, port 2 = backend).
 
         ``plain``: kind of the two plain switches, "ovs" (netdev, standalone) or "linux".
+        ``lb_ports``: lb0's port type, one of LB_PORT_TYPES.
         """
         if plain not in PLAIN_SWITCHES:
             raise ValueError(f"plain must be one of {sorted(PLAIN_SWITCHES)}, got {plain!r}")
@@ -312,7 +339,8 @@ class LbrpTopo(Topo):
         if not 1 <= n_backends <= MAX_BACKENDS:
             raise ValueError(f"n_backends must be 1..{MAX_BACKENDS}, got {n_backends}")
         dpid = f"{int(str(dpid), 16):016x}"
-        lb = self.addSwitch(LB_NAME, cls=LbSwitch, dpid=dpid, of_port=int(of_port))
+        lb = self.addSwitch(LB_NAME, cls=LbSwitch, dpid=dpid, of_port=int(of_port),
+                            port_type=lb_ports)
         fe = self.addSwitch(FE_NAME, cls=plain_cls, dpid=FE_DPID)
         be = self.addSwitch(BE_NAME, cls=plain_cls, dpid=BE_DPID)
         r1 = self.addHost(
@@ -497,9 +525,11 @@ class LbrpNet(Mininet):
 
     def __init__(self, n_clients: int = 2, n_backends: int = 3,
                  of_port: int = DEFAULT_OF_PORT, dpid: str = DEFAULT_LB_DPID,
-                 plain: str = "ovs", lock_timeout: float = 600.0) -> None:
+                 plain: str = "ovs", lock_timeout: float = 600.0,
+                 lb_ports: str = "system") -> None:
         self.n_clients = int(n_clients)
         self.plain = plain
+        self.lb_ports = lb_ports
         self.n_backends = int(n_backends)
         self.of_port = int(of_port)
         self.lb_dpid = f"{int(str(dpid), 16):016x}"
@@ -509,7 +539,8 @@ class LbrpNet(Mininet):
         self._logdir: str | None = None
         self._stopped = False
         topo = LbrpTopo(n_clients=self.n_clients, n_backends=self.n_backends,
-                        of_port=self.of_port, dpid=self.lb_dpid, plain=plain)
+                        of_port=self.of_port, dpid=self.lb_dpid, plain=plain,
+                        lb_ports=lb_ports)
         self._lock = _LabLock()
         self._lock.acquire(lock_timeout)
         try:
@@ -728,14 +759,14 @@ def _readline_until(f: IO[str], deadline: float) -> str:
 
 def build_net(n_clients: int = 2, n_backends: int = 3, of_port: int = DEFAULT_OF_PORT,
               dpid: str = DEFAULT_LB_DPID, plain: str = "ovs",
-              lock_timeout: float = 600.0) -> LbrpNet:
+              lock_timeout: float = 600.0, lb_ports: str = "system") -> LbrpNet:
     """Build (not start) the lab; waits for the machine-wide lab lock.
 
     The caller must call ``net.stop()`` (which also releases the lock), even
     when ``build()`` or ``start()`` fail.
     """
     net = LbrpNet(n_clients, n_backends, of_port=of_port, dpid=dpid, plain=plain,
-                  lock_timeout=lock_timeout)
+                  lock_timeout=lock_timeout, lb_ports=lb_ports)
     try:
         net.build()
     except BaseException:
@@ -749,15 +780,17 @@ def lab(n_clients: int = 2, n_backends: int = 3, of_port: int = DEFAULT_OF_PORT,
         dpid: str = DEFAULT_LB_DPID, plain: str = "ovs", servers: bool = False,
         tcp_ports: Sequence[int] = DEFAULT_SERVER_PORTS,
         udp_ports: Sequence[int] = DEFAULT_SERVER_PORTS,
-        forward_timeout: float = 20.0, lock_timeout: float = 600.0) -> Iterator[LbrpNet]:
+        forward_timeout: float = 20.0, lock_timeout: float = 600.0,
+        lb_ports: str = "system") -> Iterator[LbrpNet]:
     """Build and start the lab, wait until the plain switches forward, yield it.
 
     With ``servers`` every backend runs backend_server.py on ``tcp_ports`` /
-    ``udp_ports``. ``plain`` picks the plain switches ("ovs" or "linux").
+    ``udp_ports``. ``plain`` picks the plain switches ("ovs" or "linux"),
+    ``lb_ports`` lb0's port type (LB_PORT_TYPES).
     Always stops everything on exit (exceptions included).
     """
     net = build_net(n_clients, n_backends, of_port=of_port, dpid=dpid, plain=plain,
-                    lock_timeout=lock_timeout)
+                    lock_timeout=lock_timeout, lb_ports=lb_ports)
     try:
         net.start()
         net.wait_forwarding(forward_timeout)
@@ -781,13 +814,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--of-port", type=int, default=DEFAULT_OF_PORT)
     p.add_argument("--dpid", default=DEFAULT_LB_DPID)
     p.add_argument("--plain", choices=sorted(PLAIN_SWITCHES), default="ovs")
+    p.add_argument("--lb-ports", choices=LB_PORT_TYPES, default="system",
+                   help="lb0's port type (afxdp: read by a PMD thread)")
     p.add_argument("--no-servers", action="store_true", help="do not start backend servers")
     p.add_argument("--passthrough", action="store_true",
                    help="program lb0 by hand as a wire (port 1 <-> 2), no controller needed")
     args = p.parse_args(argv)
     setLogLevel("info")
     with lab(args.clients, args.backends, of_port=args.of_port, dpid=args.dpid,
-             plain=args.plain, servers=not args.no_servers) as net:
+             plain=args.plain, servers=not args.no_servers, lb_ports=args.lb_ports) as net:
         if args.passthrough:
             net.lb_ofctl("add-flow", f"in_port={FRONTEND_PORT},actions=output:{BACKEND_PORT}")
             net.lb_ofctl("add-flow", f"in_port={BACKEND_PORT},actions=output:{FRONTEND_PORT}")

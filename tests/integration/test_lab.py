@@ -91,6 +91,31 @@ def test_lab_through_hand_programmed_lb0(run_in: Callable[..., Any], free_tcp_po
     assert f"{BE_NAME}" not in links
 
 
+def test_lb0_ports_opened_as_afxdp_are_polled_by_a_pmd_thread(free_tcp_port: int) -> None:
+    from topologies.lbrp_topo import LB_NAME, lab
+
+    if "afxdp" not in vsctl("get", "Open_vSwitch", ".", "iface_types"):
+        pytest.skip("this ovs-vswitchd has no AF_XDP")
+    with lab(n_clients=1, n_backends=1, of_port=free_tcp_port, plain="linux", servers=True,
+             tcp_ports=(8002,), udp_ports=(), lb_ports="afxdp") as net:
+        for i in (1, 2):
+            assert vsctl("get", "Interface", f"{LB_NAME}-eth{i}", "type") == "afxdp"
+            assert vsctl("get", "Interface", f"{LB_NAME}-eth{i}", "ofport") == str(i)
+        rxq = subprocess.run(["ovs-appctl", "dpif-netdev/pmd-rxq-show"], capture_output=True,
+                             text=True, check=True, timeout=20).stdout
+        assert "pmd thread" in rxq and f"port: {LB_NAME}-eth1" in rxq, rxq
+        assert f"port: {LB_NAME}-eth2" in rxq, rxq
+        net.lb_ofctl("add-flow", "in_port=1,actions=output:2")
+        net.lb_ofctl("add-flow", "in_port=2,actions=output:1")
+        tcp = net.run_client(net.clients[0], "10.0.1.2", "tcp", 8002, sessions=50,
+                             concurrency=10)
+        assert tcp["ok"] == 50 and tcp["failed"] == 0, tcp
+    # no PMD thread keeps busy-polling a core once the lab is gone
+    rxq = subprocess.run(["ovs-appctl", "dpif-netdev/pmd-rxq-show"], capture_output=True,
+                         text=True, check=True, timeout=20).stdout
+    assert LB_NAME not in rxq, rxq
+
+
 def test_leftovers_removed_and_stop_on_exception() -> None:
     from topologies.lbrp_topo import FE_NAME, LB_NAME, LabError, build_net, lab
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from lbrp_app import config as config_file
+from lbrp_app import ovsdb
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Backend, ServiceKey
 from tests.integration.conftest import controller_on_lab, pinning_modes
@@ -228,6 +229,12 @@ def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
     res = client(lb, "tcp", 3, port=9, timeout=1)
     assert res["ok"] == 0
     assert sessions(lb) <= before  # nothing pinned, nothing balanced
+
+
+def test_start_up_warns_of_the_conntrack_nat_caveat_only_where_it_applies(lb: Any) -> None:
+    caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
+    logged = "conntrack pinning: Open vSwitch" in lb.ctl.log_path.read_text(errors="replace")
+    assert logged == (lb.mode == "conntrack" and caveat is not None)
 
 
 # --- run-time changes and affinity --------------------------------------------------------

@@ -1,5 +1,7 @@
 """The benchmark's pure parts: which setups run, in which order."""
 
+import pytest
+
 from bench.run import parse_args, round_order
 
 
@@ -55,8 +57,8 @@ def test_phases_include_throughput_and_refuse_unknown_ones() -> None:
         parse_args(["--phases", "traffic,speed"])
 
 
-def _dump(t: float, src: str, dst: str, flags: str) -> str:
-    return f"{t:.6f} IP {src} > {dst}: Flags [{flags}], seq 1, win 64240, length 0"
+def _dump(t: float, src: str, dst: str, flags: str, seq: int = 1) -> str:
+    return f"{t:.6f} IP {src} > {dst}: Flags [{flags}], seq {seq}, win 64240, length 0"
 
 
 def test_hops_split_each_connect_at_lb0s_two_ports() -> None:
@@ -73,7 +75,8 @@ def test_hops_split_each_connect_at_lb0s_two_ports() -> None:
         _dump(100.000100, c, be, "S"),
         _dump(100.001000, be, c, "S."),
     ])
-    assert frontend[0] == hops.Packet(100.0, ("10.0.0.20", 40000), ("13.13.13.13", 8000), "S")
+    assert frontend[0] == hops.Packet(100.0, ("10.0.0.20", 40000), ("13.13.13.13", 8000), "S",
+                                      1)
     (row,) = hops.connects(frontend, backend)
     assert {k: round(v, 3) for k, v in row.items()} == {
         "syn_lb0": 0.1, "backend_side": 0.9, "synack_lb0": 0.5, "lb0_round_trip": 1.5}
@@ -90,3 +93,40 @@ def test_hops_skip_a_connect_whose_packets_are_out_of_order() -> None:
     frontend = hops.parse([_dump(5.0, c, vip, "S"), _dump(5.2, vip, c, "S.")])
     backend = hops.parse([_dump(4.0, be, c, "S."), _dump(5.1, c, be, "S")])
     assert hops.connects(frontend, backend) == []
+
+
+def test_reuse_counts_ports_lb0_rewrote_and_syns_sent_again() -> None:
+    from bench import hops
+    vip, be = "13.13.13.13.8000", "10.0.1.2.8002"
+    frontend = hops.parse([
+        _dump(1.0, "10.0.0.20.40001", vip, "S", seq=7),
+        _dump(1.1, "10.0.0.20.40003", vip, "S", seq=9),  # left lb0 from port 40004
+        _dump(2.1, "10.0.0.20.40003", vip, "S", seq=9),  # the same SYN again
+        _dump(2.2, "10.0.0.20.40001", vip, "S", seq=11),  # port reused: a new SYN
+        _dump(2.3, vip, "10.0.0.20.40001", "S.", seq=5),  # SYN-ACKs do not count
+    ])
+    backend = hops.parse([
+        _dump(1.0, "10.0.0.20.40001", be, "S", seq=7),
+        _dump(1.1, "10.0.0.20.40004", be, "S", seq=9),
+        _dump(2.2, "10.0.0.20.40001", be, "S", seq=11),
+    ])
+    assert hops.reuse(frontend, backend) == {"syns": 3, "port_rewritten": 1, "syn_resent": 1}
+    assert hops.reuse([], []) == {"syns": 0, "port_rewritten": 0, "syn_resent": 0}
+
+
+def test_lb_ports_afxdp_parses_but_not_with_hops() -> None:
+    assert parse_args(["--lb-ports", "afxdp"]).lb_ports == "afxdp"
+    assert parse_args([]).lb_ports == "system"
+    with pytest.raises(SystemExit):
+        parse_args(["--lb-ports", "afxdp", "--hops"])
+    with pytest.raises(SystemExit):
+        parse_args(["--lb-ports", "dpdk"])
+
+
+def test_top_cpu_follows_a_process_by_pid_and_start_time_not_by_name() -> None:
+    from bench.run import top_cpu
+    before = {(7, 100): ("kworker/1:2H-events_highpri", 16.0), (9, 50): ("python", 3.0)}
+    after = {(7, 100): ("kworker/1:2H-kblockd", 16.2),  # renamed: only its 0.2 s counts
+             (9, 900): ("iperf3", 1.5)}  # pid 9 reused by a new process: all of it counts
+    assert [(p["pid"], p["comm"], p["cpu_s"]) for p in top_cpu(before, after)] == [
+        (9, "iperf3", 1.5), (7, "kworker/1:2H-kblockd", 0.2)]

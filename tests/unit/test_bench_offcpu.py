@@ -61,3 +61,11 @@ def test_no_events_of_the_thread_means_no_reasons() -> None:
     assert offcpu.off_cpu(events, 9999)["reasons"] == {}
     assert offcpu.busiest(events, "nginx") is None
     assert offcpu.parse("") == []
+
+
+def test_a_trailing_star_picks_the_busiest_thread_by_name_prefix() -> None:
+    events = offcpu.parse(TEXT)
+    assert offcpu.busiest(events, "revalidator*") == 1800
+    assert offcpu.busiest(events, "ovs-*") == 1722
+    assert offcpu.busiest(events, "pmd*") is None
+    assert offcpu.busiest(events, "revalidator") is None  # without the star: exact names
