@@ -192,7 +192,10 @@ class LbrpApp(app_manager.OSKenApp):
                         LOG.info("ovs-vswitchd max-idle back to the OVS default: "
                                  "datapath_max_idle_ms is no longer set")
                     if settings.session_pinning == "conntrack":
-                        caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
+                        try:
+                            caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
+                        except (RuntimeError, OSError) as exc:  # not the local switch
+                            caveat = f"ovs-vswitchd version not read ({exc})"
                         if caveat:
                             LOG.warning("conntrack pinning: %s", caveat)
                         ovsdb.limit_connections(settings.max_sessions)

@@ -73,7 +73,8 @@ def nat_reuse_caveat(version: str) -> str | None:
     fixed = NAT_REUSE_FIXED.get((major, minor))
     if (major, minor) >= (3, 3) or (fixed is not None and patch >= fixed):
         return None
-    need = f"{major}.{minor}.{fixed}" if fixed is not None else "3.1.3 or later"
+    need = (f"{major}.{minor}.{fixed}" if fixed is not None
+            else "2.17.8, 3.0.5, 3.1.3, 3.2.3 and 3.3.0")
     return (f"Open vSwitch {version}: a client reconnecting from the same source port within "
             f"about 20 s may have that port rewritten by OVS's NAT and, now and then, wait "
             f"1 s for a SYN retransmission (fixed in {need})")

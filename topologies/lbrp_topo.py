@@ -78,12 +78,12 @@ DEFAULT_LB_DPID = "0000000000000010"
 FE_DPID = "00000000000010fe"
 BE_DPID = "00000000000010be"
 FRONTEND_PORT = 1
-LB_PORT_TYPES = ("system", "afxdp")
-"""How ovs-vswitchd opens lb0's ports: af_packet, read by its main thread
-("system", the default), or AF_XDP, read by a busy-polling PMD thread ("afxdp")."""
 """lb0's OpenFlow port towards the clients."""
 BACKEND_PORT = 2
 """lb0's OpenFlow port towards r1 and the backends."""
+LB_PORT_TYPES = ("system", "afxdp")
+"""How ovs-vswitchd opens lb0's ports: af_packet, read by its main thread
+("system", the default), or AF_XDP, read by a busy-polling PMD thread ("afxdp")."""
 
 CLIENT_GW = "10.0.0.254"
 BACKEND_GW = "10.0.1.254"

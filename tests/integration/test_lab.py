@@ -110,10 +110,12 @@ def test_lb0_ports_opened_as_afxdp_are_polled_by_a_pmd_thread(free_tcp_port: int
         tcp = net.run_client(net.clients[0], "10.0.1.2", "tcp", 8002, sessions=50,
                              concurrency=10)
         assert tcp["ok"] == 50 and tcp["failed"] == 0, tcp
-    # no PMD thread keeps busy-polling a core once the lab is gone
+    # no PMD thread keeps busy-polling lb0's ports once the lab is gone (with no netdev
+    # bridge left, pmd-rxq-show fails: there is no userspace datapath at all)
     rxq = subprocess.run(["ovs-appctl", "dpif-netdev/pmd-rxq-show"], capture_output=True,
-                         text=True, check=True, timeout=20).stdout
-    assert LB_NAME not in rxq, rxq
+                         text=True, check=False, timeout=20)
+    assert LB_NAME not in rxq.stdout, rxq.stdout
+    assert rxq.returncode == 0 or "datapath" in rxq.stderr, rxq.stderr
 
 
 def test_leftovers_removed_and_stop_on_exception() -> None:

@@ -16,6 +16,7 @@ def test_versions_before_the_conntrack_nat_fix_get_a_caveat(version: str) -> Non
 def test_the_caveat_names_the_fixed_release_of_the_same_branch() -> None:
     assert "fixed in 3.1.3" in (nat_reuse_caveat("3.1.0") or "")
     assert "fixed in 2.17.8" in (nat_reuse_caveat("2.17.2") or "")
+    assert "fixed in 2.17.8, 3.0.5, 3.1.3, 3.2.3 and 3.3.0" in (nat_reuse_caveat("2.15.0") or "")
 
 
 @pytest.mark.parametrize("version", ["3.1.3", "3.1.7", "3.0.5", "2.17.8", "3.2.3", "3.3.0",
