@@ -79,6 +79,7 @@ class Switch:
     connected_at: float = field(default_factory=time.time)
     error: str | None = None
     state: pl.State | None = None  # what is programmed on it now
+    warnings: list[str] = field(default_factory=list)  # from the last programming, for /health
 
 
 class LbrpApp(app_manager.OSKenApp):
@@ -183,6 +184,7 @@ class LbrpApp(app_manager.OSKenApp):
             try:
                 sw.ports = self._resolve_ports(dp)
                 self._setup_meter(dp)
+                warnings: list[str] = []
                 try:
                     settings = self.config.settings
                     sw.bridge = ovsdb.limit_sessions(dp.id, settings.max_sessions)
@@ -197,14 +199,16 @@ class LbrpApp(app_manager.OSKenApp):
                         except (RuntimeError, OSError) as exc:  # not the local switch
                             caveat = f"ovs-vswitchd version not read ({exc})"
                         if caveat:
-                            LOG.warning("conntrack pinning: %s", caveat)
+                            warnings.append(f"conntrack pinning: {caveat}")
                         ovsdb.limit_connections(settings.max_sessions)
                         ovsdb.conntrack_timeouts(sw.bridge, settings.tcp_idle_timeout,
                                                  settings.tcp_fin_timeout,
                                                  settings.udp_idle_timeout)
                 except (RuntimeError, OSError) as exc:
-                    LOG.warning("switch %016x: session bound not applied through OVSDB: %s",
-                                dp.id, exc)
+                    warnings.append(f"session bound not applied through OVSDB: {exc}")
+                for text in warnings:
+                    LOG.warning("switch %016x: %s", dp.id, text)
+                sw.warnings = warnings
                 t0 = time.monotonic()
                 with gc_paused():
                     state = pl.desired_state(self.config, sw.ports)

@@ -127,6 +127,17 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def format_health(health: dict[str, Any]) -> str:
+    """``GET /health`` as a table of switches, then each switch's warnings."""
+    rows = [[s["dpid"], s.get("bridge") or "-", str(s.get("frontend_port")),
+             str(s.get("backend_port"))] for s in health["switches"]]
+    text = f"status: {health['status']}\n" + table(rows, ["DPID", "BRIDGE", "FRONTEND",
+                                                            "BACKEND"])
+    notes = [f"warning: switch {s['dpid']}: {w}" for s in health["switches"]
+             for w in s.get("warnings", [])]
+    return text + "".join(f"\n{n}" for n in notes)
+
+
 def format_stats(doc: dict[str, Any]) -> str:
     """A table in the manner of ``ipvsadm -L --stats``."""
     cols = ["new_sessions", "active_sessions", "packets_in", "packets_out", "bytes_in",
@@ -153,10 +164,7 @@ def run(args: argparse.Namespace, out: Any) -> int:
     text = ""
     if args.cmd == "health":
         _, result = client.call("GET", "/health")
-        rows = [[s["dpid"], s.get("bridge") or "-", str(s.get("frontend_port")),
-                 str(s.get("backend_port"))] for s in result["switches"]]
-        text = f"status: {result['status']}\n" + table(
-            rows, ["DPID", "BRIDGE", "FRONTEND", "BACKEND"])
+        text = format_health(result)
     elif args.cmd == "stats":
         _, result = client.call("GET", "/stats")
         text = format_stats(result)

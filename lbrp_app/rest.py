@@ -159,7 +159,8 @@ class RestApi:
     def health(self, req: Request) -> Response:
         switches = [{"dpid": f"{dpid:016x}", "bridge": sw.bridge,
                      "frontend_port": sw.ports.frontend if sw.ports else None,
-                     "backend_port": sw.ports.backend if sw.ports else None}
+                     "backend_port": sw.ports.backend if sw.ports else None,
+                     "warnings": list(sw.warnings)}
                     for dpid, sw in sorted(self.app.switches.items()) if sw.programmed]
         return _json(200, {"status": "ok", "switches": switches})
 

@@ -233,8 +233,12 @@ def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
 
 def test_start_up_warns_of_the_conntrack_nat_caveat_only_where_it_applies(lb: Any) -> None:
     caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
+    expected = lb.mode == "conntrack" and caveat is not None
     logged = "conntrack pinning: Open vSwitch" in lb.ctl.log_path.read_text(errors="replace")
-    assert logged == (lb.mode == "conntrack" and caveat is not None)
+    assert logged == expected
+    _, health = lb.ctl.request("GET", "/health")
+    (switch,) = health["switches"]
+    assert switch["warnings"] == ([f"conntrack pinning: {caveat}"] if expected else [])
 
 
 # --- run-time changes and affinity --------------------------------------------------------

@@ -23,3 +23,18 @@ def test_bad_service_is_a_usage_error(text: str) -> None:
 def test_bad_backend_is_a_usage_error(text: str) -> None:
     with pytest.raises(CliError):
         parse_backend(text, with_weight=True)
+
+
+def test_health_shows_each_switch_then_its_warnings() -> None:
+    from lbrp_app.cli import format_health
+
+    text = format_health({"status": "ok", "switches": [
+        {"dpid": "0000000000000010", "bridge": "lb0", "frontend_port": 1, "backend_port": 2,
+         "warnings": ["conntrack pinning: Open vSwitch 3.1.0: ..."]},
+        {"dpid": "0000000000000011", "bridge": None, "frontend_port": 1, "backend_port": 2}]})
+    lines = text.splitlines()
+    assert lines[0] == "status: ok"
+    assert lines[2].split() == ["0000000000000010", "lb0", "1", "2"]
+    assert lines[3].split() == ["0000000000000011", "-", "1", "2"]
+    warning = "warning: switch 0000000000000010: conntrack pinning: Open vSwitch 3.1.0: ..."
+    assert lines[4:] == [warning]

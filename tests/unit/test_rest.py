@@ -151,12 +151,13 @@ def test_health_lists_only_programmed_switches(api: tuple[RestApi, FakeApp]) -> 
     rest, app = api
     app.switches = {
         0x10: SimpleNamespace(programmed=True, bridge="lb0", ports=SimpleNamespace(
-            frontend=1, backend=2)),
-        0x11: SimpleNamespace(programmed=False, bridge=None, ports=None),
+            frontend=1, backend=2), warnings=["conntrack pinning: Open vSwitch 3.1.0: ..."]),
+        0x11: SimpleNamespace(programmed=False, bridge=None, ports=None, warnings=[]),
     }
     status, body = call(rest, "GET", f"{BASE}/health")
     assert status == 200 and body["status"] == "ok"
     assert [s["dpid"] for s in body["switches"]] == ["0000000000000010"]
+    assert body["switches"][0]["warnings"] == ["conntrack pinning: Open vSwitch 3.1.0: ..."]
 
 
 def test_token_guards_changes_only() -> None:
