@@ -408,12 +408,6 @@ def _stat(path: str) -> tuple[str, float, int] | None:
     return comm, (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19])
 
 
-def _stat_cpu(path: str) -> tuple[str, float] | None:
-    """(comm, user+system CPU seconds) from a /proc/.../stat file."""
-    got = _stat(path)
-    return got[:2] if got else None
-
-
 def vswitchd_threads_cpu() -> dict[str, float]:
     """CPU seconds of ovs-vswitchd per thread kind (main, handler, revalidator, ...)."""
     pid = vswitchd_pid()
@@ -422,7 +416,7 @@ def vswitchd_threads_cpu() -> dict[str, float]:
         return out
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
-            got = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
+            got = _stat(f"/proc/{pid}/task/{tid}/stat")
             if got:
                 kind = task_name(got[0])
                 out[kind] = out.get(kind, 0.0) + got[1]

@@ -26,10 +26,10 @@ from lbrp_app.ctdump import parse_zone_count
 
 LOG = logging.getLogger("lbrp.ovsdb")
 SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open (UDP: one-way)
-NAT_REUSE_FIXED = {(2, 17): 8, (3, 0): 5, (3, 1): 3, (3, 2): 3}
+NAT_REUSE_FIXED = {(2, 17): 8, (3, 0): 5, (3, 1): 3, (3, 2): 3, (3, 3): 0}
 """First release of each OVS branch whose userspace conntrack forgets a closed NAT
 connection's reply tuple when a new SYN on the same 5-tuple replaces it (commit
-"conntrack: Remove nat_conn introducing key directionality"); 3.3.0 and later have it."""
+"conntrack: Remove nat_conn introducing key directionality"); every later branch has it."""
 
 
 def _run(cmd: list[str]) -> str:
@@ -51,8 +51,8 @@ def ovs_version() -> str:
 
     Asked of ovs-vswitchd itself: OVSDB's ``ovs_version`` is what the start script wrote.
     """
-    first = _run(["ovs-appctl", "--timeout=5", "version"]).splitlines()
-    return first[0].split()[-1] if first and first[0].split() else ""
+    words = _run(["ovs-appctl", "--timeout=5", "version"]).partition("\n")[0].split()
+    return words[-1] if words else ""
 
 
 def nat_reuse_caveat(version: str) -> str | None:
@@ -71,10 +71,13 @@ def nat_reuse_caveat(version: str) -> str | None:
     except ValueError:
         return None
     fixed = NAT_REUSE_FIXED.get((major, minor))
-    if (major, minor) >= (3, 3) or (fixed is not None and patch >= fixed):
+    if (major, minor) > max(NAT_REUSE_FIXED) or (fixed is not None and patch >= fixed):
         return None
-    need = (f"{major}.{minor}.{fixed}" if fixed is not None
-            else "2.17.8, 3.0.5, 3.1.3, 3.2.3 and 3.3.0")
+    if fixed is not None:
+        need = f"{major}.{minor}.{fixed}"
+    else:
+        *older, last = [f"{a}.{b}.{p}" for (a, b), p in sorted(NAT_REUSE_FIXED.items())]
+        need = f"{', '.join(older)} and {last}"
     return (f"Open vSwitch {version}: a client reconnecting from the same source port within "
             f"about 20 s may have that port rewritten by OVS's NAT and, now and then, wait "
             f"1 s for a SYN retransmission (fixed in {need})")
