@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -290,18 +291,19 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
 
 
 
-def counter_requests(parser: ModuleType, ofp: ModuleType, cfg: Config) -> list[tuple[Any, Any]]:
+def counter_requests(parser: ModuleType, ofp: ModuleType,
+                     cfg: Config) -> Iterator[tuple[tuple[str, Any], Any]]:
     """The stats requests of one counter poll, each with the key its reply is filed under.
 
     Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
     per backend and session table, per service classifier, per drop flow; then group and
-    meter stats.
+    meter stats. A generator: 2,000 services make 38,000 requests, about 0.5 s to build,
+    which the poller spreads over its round trips (``switch.request_paced``).
     """
-    out: list[tuple[Any, Any]] = []
 
-    def aggregate(key: tuple[str, Any], table: int, ck: int) -> None:
-        out.append((key, parser.OFPAggregateStatsRequest(
-            None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, ck, pl.ALL_ONES, parser.OFPMatch())))
+    def aggregate(key: tuple[str, Any], table: int, ck: int) -> tuple[tuple[str, Any], Any]:
+        return key, parser.OFPAggregateStatsRequest(
+            None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, ck, pl.ALL_ONES, parser.OFPMatch())
 
     ct = cfg.settings.session_pinning == "conntrack"
     for svc in cfg.sorted_services():
@@ -310,18 +312,17 @@ def counter_requests(parser: ModuleType, ofp: ModuleType, cfg: Config) -> list[t
             if ct:  # the backend's forwarding flows after ct(nat), one per direction
                 ck = pl.cookie(pl.KIND_BACKEND, sid, be.backend_id)
                 for table, direction in ((pl.CT_FWD, pl.SESSION_FWD), (pl.CT_REV, pl.SESSION_REV)):
-                    aggregate(("session", (sid, be.backend_id, direction)), table, ck)
+                    yield aggregate(("session", (sid, be.backend_id, direction)), table, ck)
                 continue
             ck = pl.cookie(pl.KIND_SESSION, sid, be.backend_id)
             for table in pl.SESSION_TABLES:
-                aggregate(("session", (sid, be.backend_id, table)), table, ck)
-        aggregate(("service_in", sid), pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
+                yield aggregate(("session", (sid, be.backend_id, table)), table, ck)
+        yield aggregate(("service_in", sid), pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
         if svc.key.proto == "tcp":
             ck = pl.cookie(pl.KIND_NOT_SYN, sid)
-            aggregate(("drop", ck), pl.CT_FWD if ct else pl.SERVICE, ck)
+            yield aggregate(("drop", ck), pl.CT_FWD if ct else pl.SERVICE, ck)
     for vip in cfg.vips():
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
-        aggregate(("drop", ck), pl.CLASSIFY, ck)
-    out.append((("groups", None), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)))
-    out.append((("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)))
-    return out
+        yield aggregate(("drop", ck), pl.CLASSIFY, ck)
+    yield ("groups", None), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
+    yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

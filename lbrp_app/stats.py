@@ -66,6 +66,8 @@ class Reading:
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
     meter_dropped: int = 0
+    # group id -> the backend id of each bucket, in bucket order (built once per poll)
+    bucket_owners: dict[int, list[int]] | None = None
 
 
 @dataclass
@@ -231,8 +233,11 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
     elif kind == "groups":
         # bucket counters come in the order of the group's buckets (one or two a backend)
-        owners = {s.key.service_id: [b.backend_id for b in pl.service_group(s).buckets]
-                  for s in cfg.services.values()}
+        if reading.bucket_owners is None:  # the group stats come in several replies
+            reading.bucket_owners = {
+                s.key.service_id: [b.backend_id for b in pl.service_group(s).buckets]
+                for s in cfg.services.values()}
+        owners = reading.bucket_owners
         for g in msg.body:
             sums: dict[int, tuple[int, int]] = {}
             for bid, counter in zip(owners.get(g.group_id, ()), g.bucket_stats, strict=False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from os_ken.lib import hub
@@ -108,6 +108,27 @@ def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
     finally:
         tracker.release(dp.id, xids)
     return waiter
+
+
+def request_paced(dp: Any, tracker: XidTracker, msgs: Iterable[Any], timeout: float,
+                  on_reply: Callable[[Any, int], None], per_trip: int) -> None:
+    """:func:`request` for many messages, ``per_trip`` at a time, each batch with its barrier.
+
+    A change's bundle, sent meanwhile, then queues behind one batch rather than all of
+    them, and a generator of messages is built batch by batch, between waits that let the
+    other greenlets run. ``on_reply`` sees each reply with its message's position in
+    ``msgs``; the barriers' replies are not passed on.
+    """
+    it = iter(msgs)
+    start = 0
+    while batch := list(itertools.islice(it, per_trip)):
+
+        def fold(msg: Any, i: int, start: int = start, n: int = len(batch)) -> None:
+            if i < n:
+                on_reply(msg, start + i)
+
+        request(dp, tracker, batch, timeout, fold)
+        start += len(batch)
 
 
 def describe_error(err: Any) -> str:

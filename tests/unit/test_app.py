@@ -18,6 +18,13 @@ def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
             assert not gc.isenabled()
         assert not gc.isenabled()  # the inner pause does not end the outer one
     assert gc.isenabled()
+    # what the bulk work left alive is frozen out of later full collections
+    gc.unfreeze()
+    kept = [{"n": i} for i in range(1000)]
+    with gc_paused():
+        more = [{"n": i} for i in range(1000)]
+    assert gc.get_freeze_count() >= len(kept) + len(more)
+    gc.unfreeze()
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("a failed change")
     assert gc.isenabled()
