@@ -130,3 +130,18 @@ def test_top_cpu_follows_a_process_by_pid_and_start_time_not_by_name() -> None:
              (9, 900): ("iperf3", 1.5)}  # pid 9 reused by a new process: all of it counts
     assert [(p["pid"], p["comm"], p["cpu_s"]) for p in top_cpu(before, after)] == [
         (9, "iperf3", 1.5), (7, "kworker/1:2H-kblockd", 0.2)]
+
+
+def test_busy_fraction_leaves_out_idle_iowait_and_polling() -> None:
+    from bench.run import busy_fraction
+    assert busy_fraction((100, 1000), (150, 1200)) == 0.25
+    # a PMD thread's busy-polling is left out: 150 busy ticks, 100 of them polling
+    assert busy_fraction((100, 1000), (250, 1200), polling=100) == 0.25
+    assert busy_fraction((100, 1000), (100, 1000)) == 0.0  # no time passed
+    assert busy_fraction((100, 1000), (150, 1200), polling=80) == 0.0  # never negative
+
+
+def test_cpu_times_reads_busy_and_total_ticks() -> None:
+    from bench.run import cpu_times
+    busy, total = cpu_times()
+    assert 0 <= busy <= total and total > 0
