@@ -691,9 +691,9 @@ def pmd_ticks() -> float:
 def wait_quiet(window_s: float = 1.0) -> dict[str, Any]:
     """Wait until the machine is quiet for one window (at most QUIET_MAX_S).
 
-    Tearing down a lab whose namespaces held many sockets (the held phase's 100,000) keeps
-    a kernel worker busy for a while after the namespaces are gone; a measurement started
-    then shares the CPU with it. Returns the wait and the last window's busy share.
+    A measurement must not share the CPU with what the previous lab left running (its
+    teardown, a kernel worker) or with anything else on the host. Returns the wait and
+    the last window's busy share; every wait also goes to the JSON (``quiet_waits``).
     """
     t0 = time.monotonic()
     while True:
