@@ -14,8 +14,9 @@ connect time the client measured minus ``lb0_round_trip``; it is not captured he
 
 The same captures of a saturated run show client ports reused: :func:`reuse` counts
 the SYNs that lb0 sent on with another source port than the client's (OVS 3.1.0's
-conntrack NAT does that when a port is reused soon after its last connection: see
-``lbrp_app.ovsdb.nat_reuse_caveat``) and the SYNs the client had to send again.
+conntrack NAT did that when a port was reused soon after its last connection, in
+lbrp's conntrack pipeline before 2026-11-27: ``bench/RESULTS.md``) and the SYNs the
+client had to send again.
 
 Pure: parses tcpdump's text and computes; the benchmark runs tcpdump.
 """

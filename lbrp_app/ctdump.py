@@ -1,6 +1,6 @@
 """Parsing of ``ovs-appctl dpctl/...`` output about lbrp's conntrack zone (pure).
 
-:mod:`lbrp_app.ovsdb` runs the commands; the stats and the purge of a shared
+:mod:`lbrp_app.ovsdb` runs the commands; the stats and the purge of a
 backend read their output through these functions.
 """
 

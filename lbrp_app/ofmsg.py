@@ -15,7 +15,7 @@ from typing import Any
 from os_ken.ofproto import ofproto_v1_5_parser
 
 from lbrp_app import pipeline as pl
-from lbrp_app.model import Config
+from lbrp_app.model import Config, ServiceKey
 
 NTR_VENDOR_ID = 0x0000154D
 NTRT_SELECTION_METHOD = 1
@@ -107,21 +107,16 @@ class PackedLearn(ofproto_v1_5_parser.OFPAction):
 
 NX_CT_F_COMMIT = 1 << 0
 NX_CT_RECIRC_NONE = 0xFF
-NX_NAT_F_DST = 1 << 1
+
+
+def _move(parser: ModuleType, a: pl.Move) -> Any:
+    # OF1.5's copy_field: OVS refuses NX reg_move in OpenFlow 1.5 messages
+    return parser.OFPActionCopyField(n_bits=a.n_bits, src_offset=a.src_ofs,
+                                     dst_offset=a.dst_ofs, oxm_ids=[a.src, a.dst])
 
 
 def _conntrack(parser: ModuleType, a: pl.Conntrack) -> Any:
-    inner: list[Any] = []
-    if a.nat_dst is not None:
-        # os-ken 3.1 does not pad NXActionNAT: address min + port min/max is 24 bytes, a
-        # multiple of 8 as OVS requires (other combinations are refused with BAD_LEN)
-        inner.append(parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=a.nat_dst[0],
-                                        range_proto_min=a.nat_dst[1],
-                                        range_proto_max=a.nat_dst[1]))
-    elif a.nat:
-        inner.append(parser.NXActionNAT(flags=0))
-    if a.label is not None:
-        inner.append(parser.OFPActionSetField(ct_label=a.label))
+    inner = [_move(parser, m) for m in a.exec]
     return parser.NXActionCT(flags=NX_CT_F_COMMIT if a.commit else 0, zone_src="",
                              zone_ofs_nbits=a.zone, alg=0, actions=inner,
                              recirc_table=NX_CT_RECIRC_NONE if a.table is None else a.table)
@@ -147,6 +142,10 @@ def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action,
             acts.append(PackedLearn(ofp, a))
         elif isinstance(a, pl.Conntrack):
             acts.append(_conntrack(parser, a))
+        elif isinstance(a, pl.CtClear):
+            acts.append(parser.NXActionCTClear())
+        elif isinstance(a, pl.Move):
+            acts.append(_move(parser, a))
         elif isinstance(a, pl.GotoTable):
             insts.append(parser.OFPInstructionGotoTable(a.table))
         else:  # pragma: no cover - exhaustive over pl.Action
@@ -222,25 +221,12 @@ def _addr(ip: str) -> bytes:
     return b"\0" * 10 + b"\xff\xff" + bytes(int(x) for x in ip.split("."))  # ::ffff:a.b.c.d
 
 
-def ct_flush(parser: ModuleType, purge: pl.Purge) -> Any:
-    """NXT_CT_FLUSH of the conntrack entries of a purge (os-ken has no class for it).
-
-    A whole service: the original direction's destination (VIP and port). One
-    backend: the reply direction's source (its address and port). A backend shared
-    with another service (``purge.shared``) is not flushed this way, which would end
-    the other service's sessions too: see :func:`ct_flush_connection`.
-    """
-    key = purge.service
-    body = struct.pack("!BB6x", pl.IP_PROTO[key.proto], 0)
-    if purge.backend is None:
-        body += _nested(NXT_CT_ORIG_DIRECTION, _prop(NXT_CT_DST, _addr(key.vip))
-                        + _prop(NXT_CT_DST_PORT, struct.pack("!HH", key.port, 0)))
-    else:
-        # OVS 3.1 flushes nothing when partial original and reply tuples are both given
-        # (measured): a backend's connections are selected by the reply source alone
-        be = purge.backend
-        body += _nested(NXT_CT_REPLY_DIRECTION, _prop(NXT_CT_SRC, _addr(be.ip))
-                        + _prop(NXT_CT_SRC_PORT, struct.pack("!HH", be.port, 0)))
+def ct_flush(parser: ModuleType, service: ServiceKey) -> Any:
+    """NXT_CT_FLUSH of a service's conntrack entries, by the original direction's
+    destination (VIP and port). os-ken has no class for it."""
+    body = struct.pack("!BB6x", pl.IP_PROTO[service.proto], 0)
+    body += _nested(NXT_CT_ORIG_DIRECTION, _prop(NXT_CT_DST, _addr(service.vip))
+                    + _prop(NXT_CT_DST_PORT, struct.pack("!HH", service.port, 0)))
     body += _prop(NXT_CT_ZONE_ID, struct.pack("!HH", pl.CT_ZONE, 0))
     return parser.OFPExperimenter(None, NX_VENDOR_ID, NXT_CT_FLUSH, body)
 
@@ -271,8 +257,9 @@ def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff,
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_DELETE_STRICT) for f in d.delete_flows]
     msgs += [delete_group(parser, ofp, gid) for gid in d.delete_groups]
     if conntrack:
-        # shared backends: the app lists their connections after the bundle
-        return msgs, [ct_flush(parser, p) for p in d.purge_sessions if not p.shared]
+        # a backend's connections: the app lists them by label after the bundle
+        return msgs, [ct_flush(parser, p.service) for p in d.purge_sessions
+                      if p.backend is None]
     for table in pl.SESSION_TABLES:
         msgs += [delete_by_cookie(parser, ofp, *p.cookie_mask(), table) for p in d.purge_sessions]
     return msgs, []
@@ -309,7 +296,7 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
     for svc in cfg.sorted_services():
         sid = svc.key.service_id
         for be in svc.backends:
-            if ct:  # the backend's forwarding flows after ct(nat), one per direction
+            if ct:  # the backend's forwarding flows after ct(), one per direction
                 ck = pl.cookie(pl.KIND_BACKEND, sid, be.backend_id)
                 for table, direction in ((pl.CT_FWD, pl.SESSION_FWD), (pl.CT_REV, pl.SESSION_REV)):
                     yield aggregate(("session", (sid, be.backend_id, direction)), table, ck)

@@ -7,7 +7,7 @@ database (``ovs-vsctl --db``); unset means the local default socket.
 
 Conntrack pinning: the conntrack zone gets a connection limit
 (``dpctl/ct-set-limits``, local ``ovs-vswitchd`` only): when full, new sessions
-are not committed and dropped (table 43) until existing ones expire; half-open
+are not committed and dropped (table 40) until existing ones expire; half-open
 connections expire after SYN_TIMEOUT seconds; TCP sequence checking
 is turned off (see limit_connections). Both are per datapath, shared by every
 netdev bridge of that ``ovs-vswitchd``.
@@ -26,10 +26,6 @@ from lbrp_app.ctdump import parse_zone_count
 
 LOG = logging.getLogger("lbrp.ovsdb")
 SYN_TIMEOUT = 5  # seconds a conntrack session may stay half-open (UDP: one-way)
-NAT_REUSE_FIXED = {(2, 17): 8, (3, 0): 5, (3, 1): 3, (3, 2): 3, (3, 3): 0}
-"""First release of each OVS branch whose userspace conntrack forgets a closed NAT
-connection's reply tuple when a new SYN on the same 5-tuple replaces it (commit
-"conntrack: Remove nat_conn introducing key directionality"); every later branch has it."""
 
 
 def _run(cmd: list[str]) -> str:
@@ -44,43 +40,6 @@ def _vsctl(*args: str) -> str:
     if os.environ.get("LBRP_OVSDB"):
         cmd.append(f"--db={os.environ['LBRP_OVSDB']}")
     return _run(cmd + list(args))
-
-
-def ovs_version() -> str:
-    """The running ovs-vswitchd's version, e.g. "3.1.0" (local only, like the zone limit).
-
-    Asked of ovs-vswitchd itself: OVSDB's ``ovs_version`` is what the start script wrote.
-    """
-    words = _run(["ovs-appctl", "--timeout=5", "version"]).partition("\n")[0].split()
-    return words[-1] if words else ""
-
-
-def nat_reuse_caveat(version: str) -> str | None:
-    """Why conntrack pinning may stall reconnects on this OVS version, or None.
-
-    Before the fix (NAT_REUSE_FIXED), the userspace conntrack keeps a replaced
-    connection's reply tuple until its cleaner runs (up to 20 s). A client that
-    reconnects from the same port in that time collides with it, so OVS's DNAT also
-    rewrites the client's source port; a backend that still holds TIME_WAIT for the
-    rewritten port may refuse that SYN, and the client retries after 1 s.
-    Unparsable versions give None (no claim either way).
-    """
-    parts = version.split(".")
-    try:
-        major, minor, patch = (int(x) for x in parts[:3])
-    except ValueError:
-        return None
-    fixed = NAT_REUSE_FIXED.get((major, minor))
-    if (major, minor) > max(NAT_REUSE_FIXED) or (fixed is not None and patch >= fixed):
-        return None
-    if fixed is not None:
-        need = f"{major}.{minor}.{fixed}"
-    else:
-        *older, last = [f"{a}.{b}.{p}" for (a, b), p in sorted(NAT_REUSE_FIXED.items())]
-        need = f"{', '.join(older)} and {last}"
-    return (f"Open vSwitch {version}: a client reconnecting from the same source port within "
-            f"about 20 s may have that port rewritten by OVS's NAT and, now and then, wait "
-            f"1 s for a SYN retransmission (fixed in {need})")
 
 
 def bridge_name(dpid: int) -> str | None:

@@ -62,45 +62,59 @@ Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by
        tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
   0    drop
 
-With ``session_pinning: conntrack`` tables 10, 11, 20 and 30 are not used; instead:
+With ``session_pinning: conntrack`` tables 10, 11, 20 and 30 are not used. No NAT:
+the connection is tracked on the client's own tuple (client -> VIP), the backend
+it is pinned to is in its ct_label, and set_field rewrites both ways (so OVS's
+NAT and its port-collision handling never run; OVS before 3.1.3 rewrote a
+reconnecting client's source port there). Instead:
 
-Table 0: the service flow (200) is ``ct(zone=CT_ZONE, nat, table=CT_FWD)`` (an
-established connection comes back already rewritten to its backend), and
-in_port=B, tcp|udp (100) is ``ct(zone=CT_ZONE, nat, table=CT_REV)`` (replies
-come back with the source rewritten to the VIP).
+Table 0: the service flow (200) is ``ct(zone=CT_ZONE, table=CT_FWD)``; and per
+backend address (a backend ip:port of a protocol, shared by every service it
+serves) in_port=B, tcp|udp, nw_src=backend, tp_src=bport (100) ->
+reg4=backend, reg5=bport, nw_src=VIP, tp_src=vport of the first service it
+serves (by service order), ``ct(zone=CT_ZONE, table=CT_REV)``: a reply is
+looked up as the reply of the client's connection to the VIP.
 
-Table 40 ``CT_FWD``
-  300  ct_state=+est-rpl+trk, ct_label=<service id|backend id> -> output:B
+Table 40 ``CT_FWD`` (client -> VIP, tracked)
+  300  ct_state=-inv-rpl+trk, ct_label=<service id|backend id>
+       -> nw_dst=backend, tp_dst=bport, output:B (established, and a new
+       connection right after its commit)
+  250  reg3=1 -> drop (counted: committed, yet no label: the zone is full)
   200  ct_state=+new+trk, tcp SYN or udp, nw_dst=VIP, tp_dst=vport -> group (or reject)
   100  tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session, or a purged one) -> drop
   0    drop
 
-Table 41 ``CT_REV``
-  300  ct_state=+est+rpl+trk, ct_label=<service id|backend id> -> output:F
-  0    output:F (not a session of ours: pass unchanged)
+Table 41 ``CT_REV`` (backend -> client, source already set to a VIP)
+  300  ct_state=+est+rpl+trk, ct_label=<service id|backend id>, reg4=backend,
+       reg5=bport -> output:F
+  100  (a backend address serving several services) ip_proto, reg4=backend,
+       reg5=bport, reg6=n -> nw_src=VIP, tp_src=vport of its service n+1,
+       reg6=n+1, ct_clear, ``ct(zone=CT_ZONE, table=CT_REV)``
+  0    tcp|udp -> nw_src=reg4, tp_src=reg5, output:F (not a session of ours:
+       the source put back, passed unchanged)
 
 Table 42 ``CT_COMMIT`` (the group's resubmit target)
-  100  ip_proto, reg0=service id, reg1=backend id ->
-       ct(commit, zone=CT_ZONE, nat(dst=backend:bport), exec(ct_label=...), table=43)
+  100  ip -> reg3=1, ct(commit, zone=CT_ZONE, exec(ct_label[0..23]=reg1,
+       ct_label[24..54]=reg0), table=CT_FWD): the label is <service id|backend id>
   0    drop
 
-Table 43 ``CT_SENT``
-  100  ct_state=+trk+dnat -> output:B
-  0    drop (counted: the zone is full, nothing was committed or rewritten)
-
-Removing a backend deletes its flows and flushes its connections with
-NXT_CT_FLUSH by the reply's source backend:bport; when that ip:port also serves
-another service of the protocol, by each connection's original tuple instead,
-listed from a conntrack dump by ct_label (OVS 3.1 flushes nothing when partial
-original and reply tuples are both given). Removing a service flushes by the
-original destination VIP:vport.
+Removing a service flushes its connections with NXT_CT_FLUSH by the original
+destination VIP:vport. Removing a backend deletes its flows, then lists the
+zone's connections (``dpctl/dump-conntrack``) and flushes those with its
+ct_label one by one, by their original tuple: no tuple of the connection holds
+the backend's address, and OVS 3.1 cannot flush by label.
 
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
-output). Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) |
-backend id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so
-all the app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static,
-2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow), 6 fragment drop,
-7 not-SYN drop, 8 learned session, 0 conntrack zone full (drop). Bucket ids are backend ids, so bucket
+output); conntrack: reg3 committed, reg4/reg5 a reply's backend address and port,
+reg6 which of the address's services was tried.
+
+Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) | backend
+id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
+app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
+backend address's flows: its ip and port in the object and backend fields),
+2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
+and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
+0 conntrack zone full (drop). Bucket ids are backend ids, so bucket
 counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 """
 
@@ -110,7 +124,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from lbrp_app.model import Backend, Config, Service, ServiceKey, Settings
+from lbrp_app.model import Address, Backend, Config, Service, ServiceKey, Settings
 
 # Tables.
 CLASSIFY = 0
@@ -121,9 +135,7 @@ LEARN = 30
 CT_FWD = 40
 CT_REV = 41
 CT_COMMIT = 42
-CT_SENT = 43
-TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN, CT_FWD, CT_REV, CT_COMMIT,
-          CT_SENT)
+TABLES = (CLASSIFY, SESSION_FWD, SESSION_REV, SERVICE, LEARN, CT_FWD, CT_REV, CT_COMMIT)
 SESSION_TABLES = (SESSION_FWD, SESSION_REV)
 CT_ZONE = 0x4C42  # "LB": the conntrack zone of every session (conntrack pinning)
 
@@ -137,6 +149,8 @@ PRIO_NOT_SYN = 100
 PRIO_SESSION = 100
 PRIO_LEARN = 100
 PRIO_CT_EST = 300
+PRIO_CT_FULL = 250
+PRIO_CT_RETRY = 100
 PRIO_PASS = 10
 PRIO_REV_GROUP_ADDR = 1
 PRIO_MISS = 0
@@ -145,6 +159,10 @@ PRIO_MISS = 0
 REG_SERVICE = "reg0"
 REG_BACKEND = "reg1"
 REG_OUT_PORT = "reg2"
+REG_COMMITTED = "reg3"
+REG_REPLY_IP = "reg4"
+REG_REPLY_PORT = "reg5"
+REG_TRIED = "reg6"
 
 # Meter and cookies.
 PACKET_IN_METER = 1
@@ -168,10 +186,9 @@ IP_PROTO = {"tcp": 6, "udp": 17}
 ICMP = 1
 TCP_SYN = 0x002
 TCP_SYN_MASK = 0x017  # FIN | SYN | RST | ACK
-CS_NEW, CS_EST, CS_RPL, CS_TRK, CS_DNAT = 0x01, 0x02, 0x08, 0x20, 0x80  # ct_state bits
-CT_DNATED = (CS_TRK | CS_DNAT, CS_TRK | CS_DNAT)
+CS_NEW, CS_EST, CS_INV, CS_RPL, CS_TRK = 0x01, 0x02, 0x10, 0x08, 0x20  # ct_state bits
 CT_NEW = (CS_NEW | CS_TRK, CS_NEW | CS_TRK)
-CT_EST_ORIG = (CS_EST | CS_TRK, CS_EST | CS_RPL | CS_TRK)
+CT_ORIG = (CS_TRK, CS_INV | CS_RPL | CS_TRK)
 CT_EST_REPLY = (CS_EST | CS_RPL | CS_TRK, CS_EST | CS_RPL | CS_TRK)
 
 
@@ -183,6 +200,11 @@ def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
 def vip_cookie(kind: int, vip: str) -> int:
     """The cookie of a per-VIP flow."""
     return cookie(kind, int(ipaddress.IPv4Address(vip)))
+
+
+def address_cookie(ip: str, port: int) -> int:
+    """The cookie of a backend address's reply flows (conntrack pinning)."""
+    return cookie(KIND_STATIC, int(ipaddress.IPv4Address(ip)), port)
 
 
 def decode_cookie(value: int) -> tuple[int, int, int] | None:
@@ -264,20 +286,34 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class Move:
+    """Copy ``n_bits`` of field ``src`` from bit ``src_ofs`` to field ``dst`` at ``dst_ofs``."""
+
+    src: str
+    dst: str
+    n_bits: int
+    src_ofs: int = 0
+    dst_ofs: int = 0
+
+
+@dataclass(frozen=True)
 class Conntrack:
-    """ct(): ``nat`` re-applies a connection's NAT; ``commit`` with ``nat_dst`` creates
-    one towards a backend and stores ``label`` in its ct_label."""
+    """ct(): look the packet up in ``zone`` (then continue in ``table``); ``commit``
+    creates its connection, and ``exec`` (moves into ct_label) runs on it."""
 
     zone: int
     table: int | None = None
-    nat: bool = False
     commit: bool = False
-    nat_dst: tuple[str, int] | None = None
-    label: int | None = None
+    exec: tuple[Move, ...] = ()
+
+
+@dataclass(frozen=True)
+class CtClear:
+    """ct_clear: forget the packet's conntrack state, so it can be looked up again."""
 
 
 Action = (Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
-          | Conntrack)
+          | Move | Conntrack | CtClear)
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -334,26 +370,29 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
     ]
     if conntrack:
         flows += [_flow(CT_FWD, PRIO_MISS, (), (), ck),
-                  _flow(CT_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
-                  _flow(CT_COMMIT, PRIO_MISS, (), (), ck),
-                  # only a packet that the commit really rewrote leaves (a full zone
-                  # commits nothing and rewrites nothing)
-                  _flow(CT_SENT, PRIO_LEARN, (("ct_state", CT_DNATED),), (Output(p.backend),),
-                        ck),
-                  _flow(CT_SENT, PRIO_MISS, (), (), cookie(KIND_CT_FULL))]
-        from_backend: tuple[Action, ...] = (Conntrack(CT_ZONE, table=CT_REV, nat=True),)
+                  # a new connection comes back here after its commit; without a label
+                  # the zone was full and nothing was committed
+                  _flow(CT_FWD, PRIO_CT_FULL, ((REG_COMMITTED, 1),), (), cookie(KIND_CT_FULL)),
+                  _flow(CT_COMMIT, PRIO_LEARN, (("eth_type", ETH_IP),),
+                        (SetField(REG_COMMITTED, 1), CT_COMMIT_LABELLED), ck),
+                  _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]
+        for proto in ("tcp", "udp"):
+            flows.append(_flow(CT_REV, PRIO_MISS,
+                               (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[proto])),
+                               (Move(REG_REPLY_IP, "ipv4_src", 32),
+                                Move(REG_REPLY_PORT, f"{proto}_src", 16),
+                                Output(p.frontend)), ck))
     else:
         flows += [_flow(SESSION_FWD, PRIO_MISS, (), (GotoTable(SERVICE),), ck),
                   _flow(SESSION_REV, PRIO_REV_GROUP_ADDR, (("eth_dst", GROUP_BIT),),
                         (Output(p.frontend),), ck),
                   _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
                   _flow(LEARN, PRIO_MISS, (), (), ck)]
-        from_backend = (GotoTable(SESSION_REV),)
+        for proto in ("tcp", "udp"):
+            flows.append(_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
+                               (("in_port", p.backend), ("eth_type", ETH_IP),
+                                ("ip_proto", IP_PROTO[proto])), (GotoTable(SESSION_REV),), ck))
     flows.append(_flow(SERVICE, PRIO_MISS, (), (), ck))
-    for proto in ("tcp", "udp"):
-        flows.append(_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
-                           (("in_port", p.backend), ("eth_type", ETH_IP),
-                            ("ip_proto", IP_PROTO[proto])), from_backend, ck))
     return flows
 
 
@@ -383,8 +422,8 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
     _, dst = _l4(key.proto)
     l4: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
                  ("ipv4_dst", key.vip), (dst, key.port))
-    if conntrack:  # established connections come back from ct(nat) already rewritten
-        to_sessions: Action = Conntrack(CT_ZONE, table=CT_FWD, nat=True)
+    if conntrack:
+        to_sessions: Action = Conntrack(CT_ZONE, table=CT_FWD)
         table, new_only = CT_FWD, (("ct_state", CT_NEW),)
     else:
         to_sessions, table, new_only = GotoTable(SESSION_FWD), SERVICE, ()
@@ -414,27 +453,68 @@ def ct_label(svc: ServiceKey, be: Backend) -> int:
     return (svc.service_id << 24) | be.backend_id
 
 
+# the bucket's registers make the label: ct_label(service, backend), one flow for all
+CT_COMMIT_LABELLED = Conntrack(CT_ZONE, table=CT_FWD, commit=True, exec=(
+    Move(REG_BACKEND, "ct_label", 24), Move(REG_SERVICE, "ct_label", 31, dst_ofs=24)))
+
+
 def ct_label_ids(label: int) -> tuple[int, int]:
     """(service id, backend id) of a ct_label made by :func:`ct_label`."""
     return label >> 24, label & 0xFFFFFF
 
 
 def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
-    """Conntrack pinning of one backend: commit with DNAT, then forward both ways."""
+    """Conntrack pinning of one backend of a service: rewrite and forward both ways the
+    connections with its label (the reply's source is set in CLASSIFY)."""
     key = svc.key
     ck = cookie(KIND_BACKEND, key.service_id, be.backend_id)
     label = ct_label(key, be)
-    commit = Conntrack(CT_ZONE, table=CT_SENT, commit=True, nat_dst=(be.ip, be.port),
-                       label=label)
-    match: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]),
-                    (REG_SERVICE, key.service_id), (REG_BACKEND, be.backend_id))
+    _, dst = _l4(key.proto)
+    l4: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[key.proto]))
     return [
-        _flow(CT_COMMIT, PRIO_LEARN, match, (commit,), ck),
-        _flow(CT_FWD, PRIO_CT_EST, (("ct_state", CT_EST_ORIG), ("ct_label", label)),
-              (Output(p.backend),), ck),
-        _flow(CT_REV, PRIO_CT_EST, (("ct_state", CT_EST_REPLY), ("ct_label", label)),
+        _flow(CT_FWD, PRIO_CT_EST, (("ct_state", CT_ORIG), ("ct_label", label)) + l4,
+              (SetField("ipv4_dst", be.ip), SetField(dst, be.port), Output(p.backend)), ck),
+        _flow(CT_REV, PRIO_CT_EST,
+              (("ct_state", CT_EST_REPLY), ("ct_label", label),
+               (REG_REPLY_IP, int(ipaddress.IPv4Address(be.ip))), (REG_REPLY_PORT, be.port)),
               (Output(p.frontend),), ck),
     ]
+
+
+def address_flows(addr: Address, services: tuple[ServiceKey, ...], p: Ports) -> list[Flow]:
+    """Conntrack pinning: the reply flows of one backend address, which serves
+    ``services`` (in service order). A reply's source becomes the first service's
+    VIP:port for the lookup, then the next one's while none has its connection."""
+    proto, ip, port = addr
+    src, _ = _l4(proto)
+    ck = address_cookie(ip, port)
+    l4: Match = (("eth_type", ETH_IP), ("ip_proto", IP_PROTO[proto]))
+    lookup = Conntrack(CT_ZONE, table=CT_REV)
+    first = services[0]
+    flows = [_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
+                   (("in_port", p.backend),) + l4 + (("ipv4_src", ip), (src, port)),
+                   (SetField(REG_REPLY_IP, int(ipaddress.IPv4Address(ip))),
+                    SetField(REG_REPLY_PORT, port), SetField("ipv4_src", first.vip),
+                    SetField(src, first.port), lookup), ck)]
+    reply_addr: Match = ((REG_REPLY_IP, int(ipaddress.IPv4Address(ip))),
+                         (REG_REPLY_PORT, port))
+    for n, nxt in enumerate(services[1:]):
+        flows.append(_flow(CT_REV, PRIO_CT_RETRY, l4 + reply_addr + ((REG_TRIED, n),),
+                           (SetField("ipv4_src", nxt.vip), SetField(src, nxt.port),
+                            SetField(REG_TRIED, n + 1), CtClear(), lookup), ck))
+    return flows
+
+
+def backend_addresses(cfg: Config, keys: list[ServiceKey] | None = None) -> set[Address]:
+    """The backend addresses of the services ``keys`` of ``cfg`` (default: all)."""
+    svcs = cfg.services.values() if keys is None else (
+        cfg.services[k] for k in keys if k in cfg.services)
+    return {(s.key.proto, b.ip, b.port) for s in svcs for b in s.backends}
+
+
+def _address_state(cfg: Config, addrs: set[Address], p: Ports) -> list[Flow]:
+    users = cfg.backend_users
+    return [f for addr in addrs if addr in users for f in address_flows(addr, users[addr], p)]
 
 
 OVS_MAX_IDLE_MS = 10_000  # ovs-vswitchd's default other_config:max-idle
@@ -578,20 +658,17 @@ def desired_state(cfg: Config, p: Ports) -> State:
         svc_flows, group = _service_state(svc, p, cfg.settings)
         flows += svc_flows
         groups[svc.key.service_id] = group
+    if ct:
+        flows += _address_state(cfg, backend_addresses(cfg), p)
     return State({f.key: f for f in flows}, groups)
 
 
 @dataclass(frozen=True)
 class Purge:
-    """Sessions to end: every session of a service, or those of one of its backends.
-
-    ``shared``: the backend's ip:port also serves another service of the same protocol,
-    so (conntrack pinning) its connections must be told apart by their ct_label.
-    """
+    """Sessions to end: every session of a service, or those of one of its backends."""
 
     service: ServiceKey
     backend: Backend | None = None
-    shared: bool = False
 
     def cookie_mask(self) -> tuple[int, int]:
         """Learned flows of these sessions (learn pinning)."""
@@ -632,7 +709,6 @@ def changed_services(old: Config, new: Config) -> list[ServiceKey]:
 def purged_sessions(old: Config, new: Config) -> list[Purge]:
     """Sessions of every backend (or service) present in ``old`` but not in ``new``."""
     out: list[Purge] = []
-    served: dict[str, set[tuple[str, int]]] = {}  # proto -> backend addrs kept in ``new``
     for key in changed_services(old, new):
         svc = old.services.get(key)
         if svc is None:
@@ -641,12 +717,7 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
             out.append(Purge(key))
             continue
         kept = {b.addr for b in new.services[key].backends}
-        gone = [b for b in svc.backends if b.addr not in kept]
-        if gone and key.proto not in served:
-            served[key.proto] = {b.addr for k, s in new.services.items()
-                                 if k.proto == key.proto for b in s.backends}
-        # a gone backend is not in this service's new backends: any match is another's
-        out += [Purge(key, b, b.addr in served[key.proto]) for b in gone]
+        out += [Purge(key, b) for b in svc.backends if b.addr not in kept]
     return out
 
 
@@ -655,21 +726,27 @@ def change(old_state: State, old: Config, new: Config, p: Ports,
     """``desired_state(new, p)`` and its diff from ``old_state``, touching only what changed.
 
     ``old_state`` must be ``desired_state(old, p)``. Every flow and group belongs to
-    exactly one service, VIP or the static set (their matches differ), so the
-    diff of the changed parts alone is the diff of the whole. A change of settings
-    rebuilds and diffs everything.
+    exactly one service, VIP, backend address or the static set (their matches
+    differ), so the diff of the changed parts alone is the diff of the whole. A
+    change of settings rebuilds and diffs everything.
     """
     if old.settings != new.settings:
         new_state = desired_state(new, p)
         return new_state, diff(old_state, new_state, purge)
     was, now = State({}, {}), State({}, {})
-    for key in changed_services(old, new):
+    keys = changed_services(old, new)
+    for key in keys:
         for cfg, part in ((old, was), (new, now)):
             svc = cfg.services.get(key)
             if svc is not None:
                 svc_flows, group = _service_state(svc, p, cfg.settings)
                 part.flows.update((f.key, f) for f in svc_flows)
                 part.groups[key.service_id] = group
+    if new.settings.session_pinning == "conntrack" and keys:
+        # a backend address's reply flows belong to every service it serves
+        addrs = backend_addresses(old, keys) | backend_addresses(new, keys)
+        for cfg, part in ((old, was), (new, now)):
+            part.flows.update((f.key, f) for f in _address_state(cfg, addrs, p))
     for vip in old.vip_set - new.vip_set:
         was.flows.update((f.key, f) for f in vip_flows(vip, p))
     for vip in new.vip_set - old.vip_set:

@@ -164,6 +164,8 @@ class Soak:
                 self.problem(f"holder printed nothing: {err[-500:]}")
                 continue
             res = json.loads(out.strip().splitlines()[-1])
+            print(f"[held round at {(time.monotonic() - self.end) / 60 + self.args.minutes:4.1f}"
+                  f" min, {seconds:.0f} s] {res}", flush=True)
             with self.lock:
                 self.rounds += 1
                 for name, d in res.items():

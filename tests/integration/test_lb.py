@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lbrp_app import config as config_file
-from lbrp_app import ovsdb
+from lbrp_app import ctdump
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Backend, ServiceKey
 from tests.integration.conftest import controller_on_lab, pinning_modes
@@ -104,12 +104,13 @@ def flows(net: Any, table: int) -> list[str]:
 
 
 def conntrack_entries(backend: str = "", bport: int = 0) -> list[str]:
-    """Conntrack entries of lbrp's zone (of one backend, by the reply's source)."""
+    """Conntrack entries of lbrp's zone (of one backend of the TCP service, by label)."""
     out = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     if backend:  # the TCP service's connections (UDP tests also use these backends)
-        out = [ln for ln in out if ln.startswith("tcp,") and f"reply=(src={backend}," in ln
-               and f"sport={bport}," in ln]
+        label = pl.ct_label(ServiceKey(VIP, "tcp", 8000), Backend(backend, bport))
+        out = [ln for ln in out if ctdump.labelled_entries(ln) and
+               ctdump.labelled_entries(ln)[0][0] == label]
     return out
 
 
@@ -229,16 +230,6 @@ def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
     res = client(lb, "tcp", 3, port=9, timeout=1)
     assert res["ok"] == 0
     assert sessions(lb) <= before  # nothing pinned, nothing balanced
-
-
-def test_start_up_warns_of_the_conntrack_nat_caveat_only_where_it_applies(lb: Any) -> None:
-    caveat = ovsdb.nat_reuse_caveat(ovsdb.ovs_version())
-    expected = lb.mode == "conntrack" and caveat is not None
-    logged = "conntrack pinning: Open vSwitch" in lb.ctl.log_path.read_text(errors="replace")
-    assert logged == expected
-    _, health = lb.ctl.request("GET", "/health")
-    (switch,) = health["switches"]
-    assert switch["warnings"] == ([f"conntrack pinning: {caveat}"] if expected else [])
 
 
 # --- run-time changes and affinity --------------------------------------------------------

@@ -554,12 +554,11 @@ def test_syn_flood_within_the_bound_leaves_legit_clients_served(lb: Any) -> None
 def test_full_session_table_never_forwards_vip_traffic_unrewritten(lb: Any) -> None:
     """More new UDP sessions than max_sessions: none leaves lb0 still addressed to the VIP.
 
-    Learn pinning evicts the least recently used session. Bug seen with conntrack
-    pinning: when the zone is full, ``ct(commit, nat(dst=backend))`` in table 42 does
-    not commit nor translate, and the flow's ``output`` still sends the packet to the
-    backend side with destination VIP:port (fix: recirculate after the commit, e.g.
-    ``ct(commit, nat, table=T)``, and output only ``ct_state=+trk+dnat`` packets; drop
-    and count the rest).
+    Learn pinning evicts the least recently used session. Conntrack pinning: a full
+    zone commits nothing, so the packet comes back from its commit with no label and
+    is dropped (table 40, reg3=1). Bug seen with an earlier NAT pipeline: a commit the
+    zone refused did not translate, and the flow's ``output`` still sent the packet
+    to the backend side with destination VIP:port.
     """
     n = MAX_SESSIONS + 500
     with sniffing(lb, [lb.router, *lb.backends]) as seen:

@@ -25,6 +25,19 @@ def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
         more = [[i] for i in range(1000)]
     assert gc.get_freeze_count() >= len(kept) + len(more)
     gc.unfreeze()
+    # but cyclic garbage is collected first, not frozen for good
+    import weakref
+
+    class Node:
+        pass
+
+    with gc_paused():
+        cycle = Node()
+        cycle.self = cycle  # type: ignore[attr-defined]
+        ref = weakref.ref(cycle)
+        del cycle
+    assert ref() is None
+    gc.unfreeze()
     with pytest.raises(RuntimeError), gc_paused():
         raise RuntimeError("a failed change")
     assert gc.isenabled()

@@ -117,3 +117,27 @@ def test_is_decimal_takes_ascii_digits_only() -> None:
     from lbrp_app.model import is_decimal
     assert is_decimal("8000") and is_decimal("0")
     assert not any(is_decimal(t) for t in ("", "+80", "8 0", "\u00b9", "\u0663", "80x"))
+
+
+def test_backend_users_patched_by_each_change_equal_a_fresh_index() -> None:
+    """Configs derived with with_service/without_service carry the backend index over,
+    patched; it must equal the index computed from scratch after every step."""
+    import random
+
+    rng = random.Random(7)
+    ips = [f"10.0.1.{i}" for i in range(1, 5)]
+    keys = [ServiceKey(f"13.13.13.{v}", proto, port) for v in (13, 14)
+            for proto in ("tcp", "udp") for port in (80, 8000)]
+    cfg = Config()
+    assert cfg.backend_users == {}
+    for _ in range(300):
+        key = rng.choice(keys)
+        if rng.random() < 0.25:
+            cfg = cfg.without_service(key)
+        else:
+            bes = {(rng.choice(ips), rng.choice((8002, 8003))) for _ in range(rng.randint(0, 4))}
+            cfg = cfg.with_service(Service(key, "", tuple(Backend(ip, port, rng.randint(0, 3))
+                                                          for ip, port in sorted(bes))))
+        assert "backend_users" in cfg.__dict__  # carried over, not recomputed
+        fresh = Config(settings=cfg.settings, services=dict(cfg.services))
+        assert cfg.backend_users == fresh.backend_users

@@ -80,18 +80,15 @@ def test_diff_orders_groups_before_flows_and_purges_last() -> None:
     assert all(m.cookie == pl.session_cookie(WEB, Backend("10.0.1.3", 8003))[0] for m in purges)
 
 
-def test_conntrack_purge_is_a_ct_flush_after_the_bundle() -> None:
-    """The NXT_CT_FLUSH bytes equal what ovs-ofctl 3.1 sends for
-    ct-flush zone=19522 '' 'ct_nw_src=10.0.1.3,ct_nw_proto=6,ct_tp_src=8003'
-    (captured from ovs-ofctl)."""
-    ref = ("06040048000000020000232000000020060000000000000000010028000000000000001400000000"
-           "000000000000ffff0a00010300000000000200081f43000000020008" "4c420000")
-    be = Backend("10.0.1.3", 8003)
-    old = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002), be)))
-    new = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002),)))
+def test_conntrack_service_purge_is_a_ct_flush_after_the_bundle() -> None:
+    """``ovs-ofctl ofp-print`` (3.1) reads these bytes as NXT_CT_FLUSH zone=19522
+    'ct_nw_dst=13.13.13.13,ct_tp_dst=8000,ct_nw_proto=6' (the rest of both tuples empty)."""
+    ref = ("06040048000000020000232000000020060000000000000000000028000000000001001400000000"
+           "000000000000ffff0d0d0d0d00000000000300081f400000000200084c420000")
+    old = Config().with_service(Service(WEB, "", (Backend("10.0.1.2", 8002),)))
     ports = pl.Ports(1, 2)
-    d = pl.diff(pl.desired_state(old, ports), pl.desired_state(new, ports),
-                pl.purged_sessions(old, new))
+    d = pl.diff(pl.desired_state(old, ports), pl.desired_state(Config(), ports),
+                pl.purged_sessions(old, Config()))
     bundle, after = ofmsg.diff_messages(parser, ofp, d, conntrack=True)
     assert all(not isinstance(m, parser.OFPExperimenter) for m in bundle)
     assert len(after) == 1
@@ -159,10 +156,42 @@ def test_ct_flush_of_one_connection_by_its_original_tuple() -> None:
     assert bytes(m.buf).hex() == ref
 
 
-def test_shared_backend_purge_is_left_to_the_app_in_conntrack_mode() -> None:
-    d = pl.Diff(purge_sessions=(pl.Purge(WEB, Backend("10.0.1.3", 8003), shared=True),))
+def test_backend_purge_is_left_to_the_app_in_conntrack_mode() -> None:
+    """No tuple of a connection holds its backend: the app lists them by label."""
+    d = pl.Diff(purge_sessions=(pl.Purge(WEB, Backend("10.0.1.3", 8003)),))
     bundle, after = ofmsg.diff_messages(parser, ofp, d, conntrack=True)
     assert bundle == [] and after == []
-    # learn pinning: cookies are per service and backend, shared or not
+    # learn pinning: cookies are per service and backend
     bundle, _ = ofmsg.diff_messages(parser, ofp, d, conntrack=False)
     assert len(bundle) == len(pl.SESSION_TABLES)
+
+
+def test_conntrack_commit_and_reply_restore_encode_as_ovs_reads_them() -> None:
+    """``ovs-ofctl ofp-print`` (3.1) reads these bytes as
+    ``table:42 priority=100,ip actions=set_field:0x1->reg3,ct(commit,table=40,zone=19522,
+    exec(move:NXM_NX_REG1[0..23]->NXM_NX_CT_LABEL[0..23],
+    move:NXM_NX_REG0[0..30]->NXM_NX_CT_LABEL[24..54]))`` and
+    ``table:41 priority=0,tcp actions=move:NXM_NX_REG4[]->NXM_OF_IP_SRC[],
+    move:NXM_NX_REG5[0..15]->NXM_OF_TCP_SRC[],output:1`` (OF1.5 copy_field: OVS refuses
+    NX reg_move in OpenFlow 1.5)."""
+    ref = {
+        (pl.CT_COMMIT, pl.PRIO_LEARN):
+            "060e00a000000002a10000000000000000000000000000002a00000000000064ffffffffffffffff"
+            "ffffffff000000000001000a80000a020800000000000000000400600000000000190010000106"
+            "040000000100000000ffff00480000232000230001000000004c42280000000000001c00180018"
+            "000000000000000102040001d81000000000001c0018001f000000180000000100040001d81000"
+            "000000",
+        (pl.CT_REV, pl.PRIO_MISS):
+            "060e008800000002a10000000000000000000000000000002900000000000000ffffffffffffffff"
+            "ffffffff000000000001000f80000a0208008000140106000004004800000000001c0018002000"
+            "0000000000000108048000160400000000001c0018001000000000000000010a0480001a020000"
+            "00000000001000000001ffe5000000000000",
+    }
+    flows = [f for f in pl.static_flows(pl.Ports(1, 2), conntrack=True)
+             if (f.table, f.priority) in ref and ("ip_proto", 17) not in f.match]
+    assert len(flows) == 2
+    for f in flows:
+        m = ofmsg.flow_mod(parser, ofp, f, ofp.OFPFC_ADD)
+        m.datapath, m.xid = DP, 2
+        m.serialize()
+        assert bytes(m.buf).hex() == ref[(f.table, f.priority)]

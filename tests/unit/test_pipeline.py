@@ -182,34 +182,77 @@ def test_config_parse_then_state_is_deterministic() -> None:
     assert a == b
 
 
-def test_conntrack_pinning_commits_with_dnat_and_label() -> None:
-    from dataclasses import replace
-
+def test_conntrack_pinning_commits_with_a_label_and_rewrites_both_ways_without_nat() -> None:
     c = Config(settings=replace(Config().settings, session_pinning="conntrack"))
     c = c.with_service(Service(WEB, "", (B1, B2)))
     st = pl.desired_state(c, PORTS)
     assert not flows_of(st, pl.LEARN) and not flows_of(st, pl.SESSION_FWD)
     classify = next(f for f in flows_of(st, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE)
-    assert classify.actions == (pl.Conntrack(pl.CT_ZONE, table=pl.CT_FWD, nat=True),)
+    assert classify.actions == (pl.Conntrack(pl.CT_ZONE, table=pl.CT_FWD),)
+    fwd = {(f.priority, f.match): f.actions for f in flows_of(st, pl.CT_FWD)}
     new = next(f for f in flows_of(st, pl.CT_FWD) if f.priority == pl.PRIO_SERVICE)
     assert ("ct_state", pl.CT_NEW) in new.match and new.actions == (pl.GroupAction(
         WEB.service_id),)
-    commit = next(f for f in flows_of(st, pl.CT_COMMIT)
-                  if ("reg1", B1.backend_id) in f.match)
-    ct = commit.actions[0]
-    assert isinstance(ct, pl.Conntrack) and ct.commit and ct.nat_dst == ("10.0.1.2", 8002)
-    assert ct.label == pl.ct_label(WEB, B1) and ct.table == pl.CT_SENT
-    assert len(commit.actions) == 1
-    # only what the commit really rewrote leaves: a full zone commits nothing
-    sent = {f.priority: f for f in flows_of(st, pl.CT_SENT)}
-    assert sent[pl.PRIO_LEARN].match == (("ct_state", pl.CT_DNATED),)
-    assert sent[pl.PRIO_LEARN].actions == (pl.Output(2),) and sent[pl.PRIO_MISS].actions == ()
-    est = [f for f in flows_of(st, pl.CT_FWD) + flows_of(st, pl.CT_REV)
-           if ("ct_label", pl.ct_label(WEB, B1)) in f.match]
-    assert sorted(f.table for f in est) == [pl.CT_FWD, pl.CT_REV]
+    # one flow commits every new connection, labels it from the bucket's registers and
+    # comes back to CT_FWD, marked as committed
+    (commit,) = [f for f in flows_of(st, pl.CT_COMMIT) if f.priority == pl.PRIO_LEARN]
+    label = pl.ct_label(WEB, B1)
+    assert commit.actions == (pl.SetField(pl.REG_COMMITTED, 1), pl.Conntrack(
+        pl.CT_ZONE, table=pl.CT_FWD, commit=True, exec=(
+            pl.Move(pl.REG_BACKEND, "ct_label", 24),
+            pl.Move(pl.REG_SERVICE, "ct_label", 31, dst_ofs=24))))
+    assert label == (WEB.service_id << 24) | B1.backend_id and WEB.service_id < 1 << 31
+    # a labelled connection (new or established) is rewritten to its backend...
+    assert fwd[(pl.PRIO_CT_EST, (("ct_state", pl.CT_ORIG), ("ct_label", label),
+                                 ("eth_type", pl.ETH_IP), ("ip_proto", 6)))] == (
+        pl.SetField("ipv4_dst", "10.0.1.2"), pl.SetField("tcp_dst", 8002), pl.Output(2))
+    # ...and a committed packet without a label (a full zone) is dropped, not sent on
+    assert fwd[(pl.PRIO_CT_FULL, ((pl.REG_COMMITTED, 1),))] == ()
+    assert pl.PRIO_SERVICE < pl.PRIO_CT_FULL < pl.PRIO_CT_EST
+    # replies: the source becomes the VIP before the lookup, and goes back if not ours
+    rev_in = [f for f in flows_of(st, pl.CLASSIFY) if ("ipv4_src", "10.0.1.2") in f.match]
+    assert [f.actions for f in rev_in] == [(
+        pl.SetField(pl.REG_REPLY_IP, 0x0A000102), pl.SetField(pl.REG_REPLY_PORT, 8002),
+        pl.SetField("ipv4_src", WEB.vip), pl.SetField("tcp_src", WEB.port),
+        pl.Conntrack(pl.CT_ZONE, table=pl.CT_REV))]
+    assert dict(rev_in[0].match) == {"in_port": 2, "eth_type": pl.ETH_IP, "ip_proto": 6,
+                                     "ipv4_src": "10.0.1.2", "tcp_src": 8002}
+    rev = {(f.priority, f.match): f.actions for f in flows_of(st, pl.CT_REV)}
+    assert rev[(pl.PRIO_CT_EST, (("ct_state", pl.CT_EST_REPLY), ("ct_label", label),
+                                 (pl.REG_REPLY_IP, 0x0A000102), (pl.REG_REPLY_PORT, 8002)))] == (
+        pl.Output(1),)
+    assert rev[(pl.PRIO_MISS, (("eth_type", pl.ETH_IP), ("ip_proto", 17)))] == (
+        pl.Move(pl.REG_REPLY_IP, "ipv4_src", 32), pl.Move(pl.REG_REPLY_PORT, "udp_src", 16),
+        pl.Output(1))
+    assert not [f for f in flows_of(st, pl.CT_REV) if f.priority == pl.PRIO_CT_RETRY]
     assert all(b.actions[-1] == pl.Resubmit(pl.CT_COMMIT)
                for b in st.groups[WEB.service_id].buckets)
+    assert not [a for f in st.flows.values() for a in f.actions
+                if isinstance(a, pl.Conntrack) and a.commit and a.table != pl.CT_FWD]
 
+
+def test_a_backend_address_serving_several_services_tries_each_service_in_turn() -> None:
+    """Conntrack pinning: one reply flow per backend address and protocol; the reply is
+    looked up as each of the address's services' in service order until one has it."""
+    other = ServiceKey("13.13.13.14", "tcp", 80)
+    c = Config(settings=Settings(session_pinning="conntrack"))
+    c = c.with_service(Service(WEB, "", (B1,))).with_service(Service(other, "", (B1, B2)))
+    c = c.with_service(Service(DNS, "", (B1,)))  # another protocol: another address
+    st = pl.desired_state(c, PORTS)
+    rev_in = [f for f in flows_of(st, pl.CLASSIFY) if ("ipv4_src", B1.ip) in f.match]
+    assert sorted(dict(f.match)["ip_proto"] for f in rev_in) == [6, 17]
+    tcp_in = next(f for f in rev_in if ("ip_proto", 6) in f.match)
+    first, second = sorted((WEB, other), key=ServiceKey.sort_key)
+    assert pl.SetField("ipv4_src", first.vip) in tcp_in.actions
+    assert tcp_in.cookie == pl.address_cookie(B1.ip, B1.port)
+    retries = [f for f in flows_of(st, pl.CT_REV) if f.priority == pl.PRIO_CT_RETRY]
+    assert len(retries) == 1  # two TCP services, one retry; the UDP address has one service
+    assert dict(retries[0].match)[pl.REG_TRIED] == 0
+    assert retries[0].actions == (
+        pl.SetField("ipv4_src", second.vip), pl.SetField("tcp_src", second.port),
+        pl.SetField(pl.REG_TRIED, 1), pl.CtClear(), pl.Conntrack(pl.CT_ZONE, table=pl.CT_REV))
+    # B2 serves one service: no retry
+    assert not [f for f in retries if (pl.REG_REPLY_IP, 0x0A000103) in f.match]
 
 
 def ovs_slots(weights: list[int]) -> list[int]:
@@ -313,21 +356,17 @@ def test_tcp_syns_skip_the_session_lookup_in_learn_mode_only() -> None:
     assert not [f for f in flows_of(ct, pl.CLASSIFY) if f.priority == pl.PRIO_SERVICE_SYN]
 
 
-def test_a_removed_backend_that_serves_another_service_of_its_protocol_is_shared() -> None:
+def test_purged_sessions_are_the_removed_backends_and_services() -> None:
     b1, b2 = Backend("10.0.1.2", 8002), Backend("10.0.1.3", 8002)
     other_tcp = ServiceKey("13.13.13.15", "tcp", 80)
-    udp = ServiceKey("13.13.13.13", "udp", 8000)
     old = (Config().with_service(Service(WEB, "", (b1, b2)))
-           .with_service(Service(other_tcp, "", (b2,)))
-           .with_service(Service(udp, "", (b1,))))
-    # b2 also serves another TCP service: its connections must be chosen by label
+           .with_service(Service(other_tcp, "", (b2,))))
+    # b2 still serves other_tcp: only WEB's sessions on it end
     new = old.with_service(Service(WEB, "", (b1,)))
-    assert pl.purged_sessions(old, new) == [pl.Purge(WEB, b2, shared=True)]
-    # b1 also serves a UDP service only: another protocol, never the same connections
-    new = old.with_service(Service(WEB, "", (b2,)))
-    assert pl.purged_sessions(old, new) == [pl.Purge(WEB, b1, shared=False)]
-    # b2 leaves both TCP services in one change: nothing of it is kept
-    new = new.with_service(Service(WEB, "", (b1,))).without_service(other_tcp)
+    assert pl.purged_sessions(old, new) == [pl.Purge(WEB, b2)]
+    # a reweight ends nothing
+    assert pl.purged_sessions(old, old.with_service(Service(WEB, "", (b1, replace(b2, weight=5))))) == []
+    new = new.without_service(other_tcp)
     assert sorted(pl.purged_sessions(old, new), key=str) == sorted(
         [pl.Purge(WEB, b2), pl.Purge(other_tcp)], key=str)
 
@@ -355,3 +394,32 @@ def test_no_session_replies_match_the_group_bit_that_sessions_never_match() -> N
     ct = pl.desired_state(replace(cfg(Service(WEB, (B1,))),
                                   settings=Settings(session_pinning="conntrack")), PORTS)
     assert flows_of(ct, pl.SESSION_REV) == []
+
+
+@pytest.mark.parametrize("pinning", ["learn", "conntrack"])
+def test_a_long_run_of_changes_keeps_the_incremental_state_equal_to_a_rebuild(
+        pinning: str) -> None:
+    """The soak's churn, in pure form: backends of one host added, reweighted (to 0 too)
+    and removed on two services, each change applied to the previous change's state."""
+    import random
+
+    rng = random.Random(3)
+    keys = [ServiceKey("13.13.13.13", proto, 8000) for proto in ("tcp", "udp")]
+    stable = (Backend("10.0.1.2", 8002, 1), Backend("10.0.1.3", 8002, 1))
+    cfg = parse_config({"session_pinning": pinning})
+    for k in keys:
+        cfg = cfg.with_service(Service(k, "", stable))
+    state = pl.desired_state(cfg, PORTS)
+    for _ in range(400):
+        key = rng.choice(keys)
+        bes = {b.addr: b for b in cfg.services[key].backends}
+        port = rng.choice((8010, 8011, 8012, 8013))
+        action = rng.choice(("add", "reweight", "remove"))
+        if action == "remove":
+            bes.pop(("10.0.1.4", port), None)
+        else:
+            bes[("10.0.1.4", port)] = Backend("10.0.1.4", port, rng.randint(0, 5))
+        new = cfg.with_service(Service(key, "", tuple(bes.values())))
+        state, _ = pl.change(state, cfg, new, PORTS, pl.purged_sessions(cfg, new))
+        cfg = new
+        assert state == pl.desired_state(cfg, PORTS)
