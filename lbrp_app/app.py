@@ -325,7 +325,7 @@ class LbrpApp(app_manager.OSKenApp):
                 yield msg
 
         def on_reply(msg: Any, i: int) -> None:
-            stats_fold(self.stats, dp.id, reading, keys[i], msg, cfg)
+            stats_fold(self.stats, dp.id, reading, keys[i], msg)
 
         request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT, on_reply, POLL_PER_TRIP)
         return reading

@@ -203,7 +203,7 @@ def meter_mod(parser: ModuleType, ofp: ModuleType, rate: int, burst: int, comman
 
 NX_VENDOR_ID = 0x00002320
 NXT_CT_FLUSH = 32
-NXT_CT_REPLY_DIRECTION, NXT_CT_ORIG_DIRECTION, NXT_CT_ZONE_ID = 1, 0, 2
+NXT_CT_ORIG_DIRECTION, NXT_CT_ZONE_ID = 0, 2
 NXT_CT_SRC, NXT_CT_DST, NXT_CT_SRC_PORT, NXT_CT_DST_PORT = 0, 1, 2, 3
 
 
@@ -311,5 +311,6 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
     for vip in cfg.vips():
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         yield aggregate(("drop", ck), pl.CLASSIFY, ck)
-    yield ("groups", None), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
+    # its replies (several for many groups) are filed by each group's bucket owners
+    yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
     yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

@@ -634,6 +634,12 @@ def service_group(svc: Service, conntrack: bool = False) -> Group:
     return Group(key.service_id, buckets)
 
 
+def bucket_owners(cfg: Config) -> dict[int, list[int]]:
+    """Group id -> the backend id of each of its buckets, in bucket order."""
+    return {s.key.service_id: [b.backend_id for b in service_group(s).buckets]
+            for s in cfg.services.values()}
+
+
 def _service_state(svc: Service, p: Ports, settings: Settings) -> tuple[tuple[Flow, ...], Group]:
     """Flows and group of one service.
 

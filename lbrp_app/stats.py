@@ -66,8 +66,6 @@ class Reading:
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
     meter_dropped: int = 0
-    # group id -> the backend id of each bucket, in bucket order (built once per poll)
-    bucket_owners: dict[int, list[int]] | None = None
 
 
 @dataclass
@@ -214,8 +212,8 @@ def count_conntrack_labels(dump: str) -> dict[tuple[int, int], int]:
     return dict(Counter(pl.ct_label_ids(label) for label, _ in labelled_entries(dump)))
 
 
-def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any], msg: Any,
-               cfg: Config) -> None:
+def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any],
+               msg: Any) -> None:
     """File one stats reply (filed under ``key`` by ofmsg.counter_requests) into ``reading``.
 
     Must run as the reply is handled (see StatsBook.session_total).
@@ -232,12 +230,9 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         st = msg.body.stats
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
     elif kind == "groups":
-        # bucket counters come in the order of the group's buckets (one or two a backend)
-        if reading.bucket_owners is None:  # the group stats come in several replies
-            reading.bucket_owners = {
-                s.key.service_id: [b.backend_id for b in pl.service_group(s).buckets]
-                for s in cfg.services.values()}
-        owners = reading.bucket_owners
+        # bucket counters come in the order of the group's buckets (one or two a backend);
+        # the request's key carries each group's bucket owners (pipeline.bucket_owners)
+        owners = k
         for g in msg.body:
             sums: dict[int, tuple[int, int]] = {}
             for bid, counter in zip(owners.get(g.group_id, ()), g.bucket_stats, strict=False):

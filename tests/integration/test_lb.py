@@ -109,8 +109,8 @@ def conntrack_entries(backend: str = "", bport: int = 0) -> list[str]:
                          capture_output=True, text=True, check=True).stdout.splitlines()
     if backend:  # the TCP service's connections (UDP tests also use these backends)
         label = pl.ct_label(ServiceKey(VIP, "tcp", 8000), Backend(backend, bport))
-        out = [ln for ln in out if ctdump.labelled_entries(ln) and
-               ctdump.labelled_entries(ln)[0][0] == label]
+        out = [ln for ln in out
+               if (entry := ctdump.labelled_entries(ln)) and entry[0][0] == label]
     return out
 
 
