@@ -33,16 +33,19 @@ most one phase or round):
    latency at a fixed load (``--paced-rate``, 500 sessions/s: one session
    started every 2 ms, a load every setup sustains), once the saturated run's
    sessions have expired from lb0 (learned flows, conntrack entries).
-2. ``throughput``: TCP throughput alone, in one lab: ``--throughput-reps`` iperf3
+2. ``rate``: new sessions/s alone, in one lab: ``--rate-reps`` saturated runs per
+   setup, alternating, lb0 programmed afresh before each; the median of the paired
+   ratios with a 90 % bootstrap interval.
+3. ``throughput``: TCP throughput alone, in one lab: ``--throughput-reps`` iperf3
    runs of ``--iperf-s`` s per setup, alternating like the rounds, with
    ovs-vswitchd's CPU seconds per GB delivered. One iperf3 run through the netdev
    datapath moves by 10-25 % from the next (tens of thousands of retransmits per
    10 s), so the phase takes many short ones and pairs each with plain's.
-3. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
+4. ``held``: N long-lived TCP sessions (bench/holder.py, asyncio, from c1's
    extra addresses, 10 per setup: 10.0.0.101-110 plain, .111-120 the first lbrp
    mode, ...) per setup; established and still answering,
    learned flows, ovs-vswitchd RSS before, while held and after.
-4. ``control``: time from controller start to lb0 listed in /health with
+5. ``control``: time from controller start to lb0 listed in /health with
    S services x B backends, and from a REST change (PUT a backend with weight
    65535 on a UDP service) to the first datagram reaching that backend. An
    unmeasured start first connects lb0 once (see phase_control: OVS 3.1.0 backs
@@ -71,6 +74,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import resource
 import select
@@ -140,8 +144,11 @@ LOCK_PAUSE_S = 3.0
 """Seconds between two labs of one run: the lab lock is not fair, so without a pause
 the next phase would take it back at once and others' tests would wait for the whole run."""
 SETTLE_MAX_FLOWS = 32
+FIRST_SOURCE, LAST_SOURCE = 140, 250
+"""The session runs' source addresses: 10.0.0.<FIRST_SOURCE> up to (not including)
+10.0.0.<LAST_SOURCE>, one fresh address per run."""
 """Lab TCP/UDP datapath flows that may remain when a run starts."""
-PHASES = ("traffic", "throughput", "held", "control")
+PHASES = ("traffic", "rate", "throughput", "held", "control")
 VERIFY_RATE = 2_000
 """PINGs per second over all holders when checking that held sessions still answer.
 
@@ -191,6 +198,7 @@ class Options:
     paced_rate: float
     iperf_s: float
     throughput_reps: int
+    rate_reps: int
     held: int
     held_inflight: int
     held_verify_rate: float
@@ -237,6 +245,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--iperf-s", type=float, default=10.0, help="seconds of iperf3")
     p.add_argument("--throughput-reps", type=int, default=None,
                    help="throughput phase: iperf3 runs per setup, alternating (10; quick 2)")
+    p.add_argument("--rate-reps", type=int, default=None,
+                   help="rate phase: saturated session runs per setup, alternating (12; "
+                        "quick 2)")
     p.add_argument("--held", type=int, default=None, help="sessions to hold (100000; quick 5000)")
     p.add_argument("--held-inflight", type=int, default=64,
                    help="pending connects at most, over all holder processes (bursts of "
@@ -305,13 +316,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         p.error(f"--phases: subset of {','.join(PHASES)}, got {a.phases!r}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = a.out or HERE / "results" / f"{stamp}{'-quick' if a.quick else ''}.json"
-    return Options(
+    opts = Options(
         quick=a.quick, modes=modes, out=out,
         rounds=a.rounds if a.rounds is not None else (1 if a.quick else 3),
         session_s=a.session_s, concurrency=a.concurrency, paced_rate=a.paced_rate,
         iperf_s=a.iperf_s,
         throughput_reps=(a.throughput_reps if a.throughput_reps is not None
                          else (2 if a.quick else 10)),
+        rate_reps=a.rate_reps if a.rate_reps is not None else (2 if a.quick else 12),
         held=a.held if a.held is not None else (5000 if a.quick else 100_000),
         held_inflight=a.held_inflight, held_verify_rate=a.held_verify_rate,
         cp_services=a.cp_services if a.cp_services is not None else (200 if a.quick else 2000),
@@ -322,6 +334,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         settle_timeout=a.settle_timeout,
         app_src=a.app_src.resolve() if a.app_src else None, settings=settings,
         lab_switches=a.lab_switches, lb_ports=a.lb_ports, hops=a.hops)
+    if "rate" in phases and FIRST_SOURCE + opts.rate_reps * len(opts.setups) > LAST_SOURCE:
+        p.error(f"--rate-reps: at most {(LAST_SOURCE - FIRST_SOURCE) // len(opts.setups)} "
+                f"with {len(opts.setups)} setups (one client address per run)")
+    return opts
 
 
 # ---------------------------------------------------------------- OVS stats
@@ -664,7 +680,6 @@ def max_idle() -> str | None:
 
 QUIET_BUSY = 0.10  # machine busy fraction under which a new lab counts as quiet
 QUIET_MAX_S = 120.0
-QUIET_WAITS: list[dict[str, Any]] = []  # one per lab, for the JSON
 
 
 def cpu_times() -> tuple[int, int]:
@@ -693,7 +708,7 @@ def wait_quiet(window_s: float = 1.0) -> dict[str, Any]:
 
     A measurement must not share the CPU with what the previous lab left running (its
     teardown, a kernel worker) or with anything else on the host. Returns the wait and
-    the last window's busy share; every wait also goes to the JSON (``quiet_waits``).
+    the last window's busy share (each phase's JSON lists its labs' waits, ``quiet_waits``).
     """
     t0 = time.monotonic()
     while True:
@@ -704,7 +719,6 @@ def wait_quiet(window_s: float = 1.0) -> dict[str, Any]:
         if busy < QUIET_BUSY or waited >= QUIET_MAX_S:
             break
     res = {"s": round(waited, 1), "busy": round(busy, 3), "quiet": busy < QUIET_BUSY}
-    QUIET_WAITS.append(res)
     if waited > 1.5 * window_s or not res["quiet"]:
         log(f"machine {'quiet' if res['quiet'] else 'still busy'} after {waited:.1f} s "
             f"(last {window_s:g} s: {100 * busy:.0f} % busy)")
@@ -1026,14 +1040,18 @@ def read_line(f: IO[str], deadline: float) -> str:
 
 
 @contextlib.contextmanager
-def bench_lab(opts: Options, work: Path, servers: bool) -> Iterator[Bench]:
-    """A lab (1 client, 3 backends) with a Bench; everything stopped on exit."""
+def bench_lab(opts: Options, work: Path, out: dict[str, Any], servers: bool
+              ) -> Iterator[Bench]:
+    """A lab (1 client, 3 backends) with a Bench; everything stopped on exit.
+
+    The wait for a quiet machine before it goes to ``out["quiet_waits"]``.
+    """
     log("waiting for the lab lock and building the lab")
     with lab(n_clients=1, n_backends=N_BACKENDS, of_port=free_port(), servers=servers,
              tcp_ports=tuple(p for _, p in BACKENDS), udp_ports=(),
              lock_timeout=3600.0, plain=opts.lab_switches, lb_ports=opts.lb_ports) as net:
         bench = Bench(net, opts, work)
-        wait_quiet()
+        out.setdefault("quiet_waits", []).append(wait_quiet())
         try:
             yield bench
         finally:
@@ -1105,7 +1123,7 @@ def fresh_sources(net: LbrpNet, n: int, first: int) -> list[str]:
     intf = c1.defaultIntf().name
     run_in(c1, "sysctl -qw net.ipv4.ip_local_port_range='1024 65535'", check=True)
     addrs = [f"10.0.0.{first + i}" for i in range(n)]
-    if first + n > 250:
+    if first + n > LAST_SOURCE:
         raise LabError(f"too many source addresses: {n} from 10.0.0.{first}")
     for ip in addrs:
         run_in(c1, ["ip", "addr", "add", f"{ip}/24", "dev", intf], check=True)
@@ -1151,16 +1169,61 @@ def phase_traffic(opts: Options, work: Path, out: dict[str, Any]) -> None:
         if r:
             yield_lock()
         # one lab per round: others waiting for the lab lock get it between rounds
-        with bench_lab(opts, work, servers=True) as b:
+        with bench_lab(opts, work, out, servers=True) as b:
             b.unavailable = unavailable
             b.settles = settles
             n = 2 * len(opts.setups)  # one address for the saturated run, one for the paced
-            srcs = iter(fresh_sources(b.net, n, 140 + r * n))
+            srcs = iter(fresh_sources(b.net, n, FIRST_SOURCE + r * n))
             for setup in round_order(opts.setups, r):
                 src, paced_src = next(srcs), next(srcs)
                 if not b.use(setup):
                     continue
                 rounds.append(traffic_round(b, r, setup, src, paced_src))
+
+
+def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
+    """New sessions/s only, in one lab: ``rate_reps`` saturated runs per setup, the
+    setups alternating as in the traffic phase, each run on a freshly programmed lb0.
+
+    Single 10 s runs move by up to 25 % against the plain run next to them, so the
+    traffic phase's few rounds leave a paired ratio uncertain by several points; this
+    phase takes many pairs and reports an interval for their median.
+    """
+    runs: list[dict[str, Any]] = out.setdefault("runs", [])
+    unavailable: dict[str, str] = out.setdefault("unavailable", {})
+    with bench_lab(opts, work, out, servers=True) as b:
+        b.unavailable = unavailable
+        srcs = iter(fresh_sources(b.net, opts.rate_reps * len(opts.setups), FIRST_SOURCE))
+        for r in range(opts.rate_reps):
+            for setup in round_order(opts.setups, r):
+                src = next(srcs)
+                b.clear()  # the same setup twice in a row starts afresh too
+                if not b.use(setup):
+                    continue
+                quiet = wait_quiet()  # e.g. ovs-vswitchd still freeing a learn run's flows
+                before = vswitchd_threads_cpu()
+                sess = run_sessions(b, setup, src)
+                cpu = sum(v - before.get(k, 0.0) for k, v in vswitchd_threads_cpu().items())
+                n = max(1, sess["ok"] + sess["failed"])
+                runs.append({"round": r + 1, "setup": setup, "sessions": sess,
+                             "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
+                             "vswitchd_rss_kib": vswitchd_rss_kib(), "quiet_wait": quiet})
+                log(f"rate {r + 1}/{opts.rate_reps} {setup}: {sess['ok_per_s']} sessions/s, "
+                    f"p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}")
+
+
+def median_interval(values: Sequence[float], level: float = 0.9,
+                    resamples: int = 2000) -> tuple[float, float] | None:
+    """A bootstrap ``level`` interval for the median of ``values`` (fixed seed, so a
+    result file always gives the same interval); None for fewer than 3 values."""
+    if len(values) < 3:
+        return None
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values)))
+                  for _ in range(resamples))
+    tail = (1 - level) / 2
+    return (round(meds[int(tail * resamples)], 3),
+            round(meds[min(resamples - 1, int((1 - tail) * resamples))], 3))
 
 
 def phase_throughput(opts: Options, work: Path, out: dict[str, Any]) -> None:
@@ -1169,7 +1232,7 @@ def phase_throughput(opts: Options, work: Path, out: dict[str, Any]) -> None:
     datapath moves by 10-25 % from one run to the next, so it takes many)."""
     runs: list[dict[str, Any]] = out.setdefault("runs", [])
     unavailable: dict[str, str] = out.setdefault("unavailable", {})
-    with bench_lab(opts, work, servers=False) as b:
+    with bench_lab(opts, work, out, servers=False) as b:
         b.unavailable = unavailable
         for r in range(opts.throughput_reps):
             for setup in round_order(opts.setups, r):
@@ -1387,7 +1450,7 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
     processes and one backend_server.py process per backend port.
     """
     results: list[dict[str, Any]] = out.setdefault("runs", [])
-    with bench_lab(opts, work, servers=False) as b:
+    with bench_lab(opts, work, out, servers=False) as b:
         out["unavailable"] = b.unavailable
         net = b.net
         for port in HELD_PORTS:
@@ -1583,7 +1646,7 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
 def phase_control(opts: Options, work: Path, out: dict[str, Any]) -> None:
     """Start-up programming time of a big config and REST change latencies, per lbrp mode."""
     modes: dict[str, Any] = out.setdefault("modes", {})
-    with bench_lab(opts, work, servers=False) as b:
+    with bench_lab(opts, work, out, servers=False) as b:
         # OVS 3.1.0-3.1.2 apply a Controller's max_backoff only to a connection that exists
         # when the bridge is next reconfigured (fixed by OVS commit 4ced485f8). Until lb0
         # has been connected once, it retries after 1, 2, 4, then every 8 s, so the first
@@ -1648,22 +1711,26 @@ def dig(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return value
 
 
-def paired_ratios(traffic: list[dict[str, Any]], setups: Sequence[str],
+def paired_ratio_lists(recs: list[dict[str, Any]], setups: Sequence[str],
+                       get: Callable[[dict[str, Any]], float | None]) -> dict[str, list[float]]:
+    """Per setup (plain left out), its value over plain's in the same round, round by round."""
+    by_round: dict[int, dict[str, float | None]] = {}
+    for rec in recs:
+        by_round.setdefault(rec["round"], {})[rec["setup"]] = get(rec)
+    return {s: [vals[s] / vals["plain"] for vals in by_round.values()
+                if vals.get(s) is not None and vals.get("plain")]
+            for s in setups if s != "plain"}
+
+
+def paired_ratios(recs: list[dict[str, Any]], setups: Sequence[str],
                   get: Callable[[dict[str, Any]], float | None]) -> dict[str, float | None]:
     """Per setup, the median over rounds of its value over plain's in the same round.
 
     Plain is 1.0 by definition. A round's plain ran next to the setup, so slow drift of
     the machine cancels out, unlike a ratio of the two setups' medians.
     """
-    by_round: dict[int, dict[str, float | None]] = {}
-    for rec in traffic:
-        by_round.setdefault(rec["round"], {})[rec["setup"]] = get(rec)
-    out: dict[str, float | None] = {}
-    for s in setups:
-        ratios = [vals[s] / vals["plain"] for vals in by_round.values()
-                  if vals.get(s) is not None and vals.get("plain")]
-        out[s] = 1.0 if s == "plain" else median(ratios)
-    return out
+    lists = paired_ratio_lists(recs, setups, get)
+    return {s: 1.0 if s == "plain" else median(lists[s]) for s in setups}
 
 
 def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
@@ -1671,6 +1738,7 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     traffic = res["phases"].get("traffic", {}).get("rounds", [])
     throughput = res["phases"].get("throughput", {}).get("runs", [])
+    rate = res["phases"].get("rate", {}).get("runs", [])
     held = res["phases"].get("held", {}).get("runs", [])
     control = res["phases"].get("control", {}).get("modes", {})
     setups = opts.setups
@@ -1746,6 +1814,27 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         for label, keys, ratio in diagnostics:
             add(label, per_setup(lambda r, k=keys: dig(r, k), traffic), ratio=ratio,
                 better="lower")
+    if rate:
+        def sessions_per_s(r: dict[str, Any]) -> float | None:
+            return r["sessions"]["ok_per_s"]
+
+        add(f"rate phase: new sessions/s (median of {opts.rate_reps} runs)",
+            per_setup(sessions_per_s, rate))
+        add_paired("rate phase: new sessions/s", sessions_per_s, rate)
+        lists = paired_ratio_lists(rate, setups, sessions_per_s)
+        spans = {s: median_interval(v) for s, v in lists.items()}
+        for end, text in ((0, "low"), (1, "high")):
+            add(f"  90 % interval of that median: {text}",
+                {"plain": None, **{s: span[end] if span else None for s, span in spans.items()}},
+                ratio=False)
+        add("  paired ratios at or above 0.95", {"plain": None, **{
+            s: sum(x >= 0.95 for x in v) for s, v in lists.items()}}, ratio=False)
+        add("rate phase: connect p99 ms",
+            per_setup(lambda r: r["sessions"]["connect_ms_p99"], rate), better="lower")
+        add("rate phase: failed sessions per run",
+            per_setup(lambda r: r["sessions"]["failed"], rate), ratio=False, better="lower")
+        add("rate phase: ovs-vswitchd CPU ms per session",
+            per_setup(lambda r: r.get("vswitchd_cpu_ms_per_session"), rate), better="lower")
     if throughput:
         add(f"throughput phase: TCP Gbit/s ({opts.iperf_s:g} s iperf3, median of runs)",
             per_setup(lambda r: r["iperf"].get("received_gbps"), throughput))
@@ -1946,7 +2035,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "wait for idle expiry of the lab's L4 datapath flows"),
     }
     work = Path(tempfile.mkdtemp(prefix="lbrp-bench-"))
-    phases = {"traffic": phase_traffic, "throughput": phase_throughput, "held": phase_held,
+    phases = {"traffic": phase_traffic, "rate": phase_rate, "throughput": phase_throughput, "held": phase_held,
               "control": phase_control}
     rc = 0
     t_all = time.monotonic()
@@ -1975,7 +2064,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         restore_max_idle()
         res["finished"] = dt.datetime.now().astimezone().isoformat()
         res["seconds"] = round(time.monotonic() - t_all, 1)
-        res["quiet_waits"] = QUIET_WAITS
         res["controller_logs"] = {p.name: interesting(p) for p in sorted(work.glob("lbrp-*.log"))}
         shutil.rmtree(work, ignore_errors=True)
         rows = summarize(res, opts)
@@ -1991,6 +2079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drawn = False
         print(table(rows, opts.setups))
         unavailable = {**res["phases"].get("traffic", {}).get("unavailable", {}),
+                       **res["phases"].get("rate", {}).get("unavailable", {}),
                        **res["phases"].get("held", {}).get("unavailable", {})}
         for s, why in unavailable.items():
             print(f"\n{s}: unavailable: {why}")

@@ -367,7 +367,10 @@ class LbrpApp(app_manager.OSKenApp):
         commit(sw.dp, self.tracker, bundle, SWITCH_TIMEOUT)
         labels = {pl.ct_label(p.service, p.backend) for p in d.purge_sessions
                   if conntrack and p.backend is not None}
-        if labels:  # listed after the bundle: no new connection gets these labels now
+        # Listed after this switch's bundle, so no new connection gets these labels now.
+        # Switches of one host share the zone, yet each lists it again: until its own
+        # bundle, a switch could still give the labels to new connections.
+        if labels:
             try:
                 conns = ctdump.labelled_connections(ovsdb.dump_conntrack(), labels)
             except (RuntimeError, OSError) as exc:

@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
 
 import yaml
 
+from lbrp_app.pipeline import CT_ZONE
 from tests.integration.test_reliability import rss_mib
 from topologies.controller import Controller, free_port
 
@@ -60,12 +61,15 @@ STABLE_PORT = {"tcp": 8002, "udp": 8003}
 HOLDER = r"""
 import json, socket, sys, threading, time
 vip, port, n, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-out, lock = {}, threading.Lock()
+out, lock, unanswered = {}, threading.Lock(), []
 def one():
-    first, kind = "?", "ok"
+    first, kind, why, lport = "?", "ok", "", 0
     s = socket.socket()
     s.settimeout(3)
+    t0 = time.time()
     try:
+        s.bind(("", 0))  # the port is known even if the connect fails
+        lport = s.getsockname()[1]
         s.connect((vip, port))
         s.sendall(b"HOLD\n")
         end = time.time() + seconds
@@ -87,21 +91,29 @@ def one():
             if time.time() >= end:
                 break
             time.sleep(0.5)
-    except OSError:
-        kind = "broken"
+    except OSError as exc:
+        kind, why = "broken", f"{type(exc).__name__}: {exc}"
     finally:
         s.close()
     with lock:
         d = out.setdefault(first, {"ok": 0, "broken": 0, "changed": 0})
         d[kind] += 1
+        if first == "?" and kind == "broken":
+            unanswered.append({"t": round(t0, 3), "after_s": round(time.time() - t0, 3),
+                               "port": lport, "why": why})
 threads = [threading.Thread(target=one) for _ in range(n)]
 for t in threads:
     t.start()
     time.sleep(0.01)
 for t in threads:
     t.join()
-print(json.dumps(out))
+print(json.dumps({"by_backend": out, "unanswered": unanswered[:50]}))
 """
+
+
+def clock(t: float) -> str:
+    """time.time() as HH:MM:SS.mmm, local time."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
 def sh(*args: str) -> str:
@@ -145,11 +157,41 @@ class Soak:
         self.rounds = 0
         self.short = {"tcp": [0, 0], "udp": [0, 0]}  # ok, failed
         self.samples: list[dict[str, float]] = []
+        self.change_log: list[tuple[float, str, str, Any, int]] = []  # (time.time(), ...)
 
     def problem(self, text: str) -> None:
         with self.lock:
             self.problems.append(text)
         print(f"PROBLEM: {text}", flush=True)
+
+    def explain(self, unanswered: list[dict[str, Any]]) -> None:
+        """Print what a failed round needs to be traced: each unanswered session's error,
+        the REST changes around it, lbrp's connections and the controller log's tail."""
+        if not unanswered:
+            return
+        t0 = min(u["t"] for u in unanswered)
+        t1 = max(u["t"] + u["after_s"] for u in unanswered)
+        print("  unanswered (start, seconds to fail, client port, error):", flush=True)
+        for u in unanswered:
+            print(f"    {clock(u['t'])} {u['after_s']:6.3f} {u['port']:5d} {u['why']}")
+        with self.lock:
+            near = [c for c in self.change_log if t0 - 10 <= c[0] <= t1 + 2]
+        print("  REST changes from 10 s before to 2 s after:")
+        for wall, method, path, body, status in near:
+            print(f"    {clock(wall)} {method} {path} {body} -> {status}")
+        if self.args.pinning == "conntrack":
+            entries = sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}").splitlines()
+            ports = {f"sport={u['port']}," for u in unanswered if u["port"]}
+        else:
+            entries = self.net.lb_ofctl("dump-flows", "table=10").splitlines()
+            ports = {f"tp_src={u['port']}," for u in unanswered if u["port"]}
+        print(f"  {len(entries)} sessions on the switch; of the unanswered ones:")
+        for line in entries:
+            if any(p in line for p in ports):
+                print(f"    {line}")
+        print("  controller log, last 30 lines:")
+        for line in self.ctl.log().splitlines()[-30:]:
+            print(f"    {line}")
 
     # --- load
     def held_loop(self) -> None:
@@ -163,7 +205,8 @@ class Soak:
             if not out.strip():
                 self.problem(f"holder printed nothing: {err[-500:]}")
                 continue
-            res = json.loads(out.strip().splitlines()[-1])
+            doc = json.loads(out.strip().splitlines()[-1])
+            res = doc["by_backend"]
             print(f"[held round at {(time.monotonic() - self.end) / 60 + self.args.minutes:4.1f}"
                   f" min, {seconds:.0f} s] {res}", flush=True)
             with self.lock:
@@ -177,6 +220,7 @@ class Soak:
                     self.problem(f"long-lived sessions on stable backend {name} broke: {d}")
                 if name == "?" and d["broken"]:
                     self.problem(f"{d['broken']} long-lived sessions never got an answer")
+                    self.explain(doc["unanswered"])
 
     def short_loop(self) -> None:
         while self.end - time.monotonic() > 3:
@@ -200,9 +244,11 @@ class Soak:
         return svc
 
     def rest(self, method: str, path: str, body: Any = None) -> int:
-        t = time.perf_counter()
+        t, wall = time.perf_counter(), time.time()
         status, out = self.ctl.request(method, path, body)
         self.rest_ms.append((time.perf_counter() - t) * 1000)
+        with self.lock:
+            self.change_log.append((wall, method, path, body, status))
         if status >= 300:
             self.problem(f"{method} {path} {body}: {status} {out}")
         return status
@@ -230,8 +276,8 @@ class Soak:
     def sample(self) -> None:
         if self.args.pinning == "learn":
             fwd, rev = table_flows(self.net, 10), table_flows(self.net, 11)
-        else:  # connections in the sessions' conntrack zone (lbrp_app.pipeline.CT_ZONE)
-            fwd = rev = len(sh("ovs-appctl", "dpctl/dump-conntrack", "zone=19522")
+        else:  # connections in the sessions' conntrack zone
+            fwd = rev = len(sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}")
                             .splitlines())
         s = {"t": time.monotonic(), "ctl_rss": rss_mib(self.ctl.proc.pid if self.ctl.proc
                                                       else None),

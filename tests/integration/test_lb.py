@@ -78,7 +78,7 @@ def client(net: Any, proto: str, sessions: int, port: int = 8000, host: int = 0,
 
 
 def hold(net: Any, sessions: int, seconds: float, host: int = 0,
-         vip: str = VIP) -> subprocess.Popen[str]:
+         vip: str = VIP, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """Start ``sessions`` long-lived TCP sessions to ``vip``:8000 in the background."""
     from topologies.lbrp_topo import CLIENT
 
@@ -86,7 +86,7 @@ def hold(net: Any, sessions: int, seconds: float, host: int = 0,
         net.clients[host],
         [sys.executable, str(CLIENT), "--vip", vip, "--proto", "tcp", "--port", "8000",
          "--sessions", str(sessions), "--concurrency", str(sessions), "--timeout", "2",
-         "--hold", str(seconds), "--ping-interval", "0.2"],
+         "--hold", str(seconds), "--ping-interval", "0.2", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -233,6 +233,29 @@ def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
 
 
 # --- run-time changes and affinity --------------------------------------------------------
+
+def test_backends_see_the_clients_own_address_and_port(lb: Any, run_in: Any) -> None:
+    """Only the destination is rewritten on the way in: no mode translates the client's
+    source (OVS's conntrack NAT rewrote reused client ports; lbrp uses none)."""
+    base, n = 41000, 20
+    proc = hold(lb, n, 4, extra=("--src-port-base", str(base)))
+
+    def peers() -> set[str]:
+        """Peers of the backends' established connections (dual-stack sockets list
+        an IPv4 peer as [::ffff:a.b.c.d]:port)."""
+        out = set()
+        for b in lb.backends:
+            for ln in run_in(b, "ss -Htn state established '( sport = :8002 )'").stdout.splitlines():
+                host, _, port = ln.split()[-1].rpartition(":")
+                out.add(f"{host.strip('[]').removeprefix('::ffff:')}:{port}")
+        return out
+
+    wait_for(lambda: len(peers()) >= n, 10, f"{n} sessions established at the backends")
+    want = {f"{lb.clients[0].IP()}:{p}" for p in range(base, base + n)}
+    assert peers() == want
+    held = hold_result(proc)
+    assert held["ok"] == n and held["changed_backend"] == 0, held
+
 
 def test_long_lived_sessions_keep_backend_while_backends_are_added(lb: Any) -> None:
     ctl: Controller = lb.ctl

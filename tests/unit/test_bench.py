@@ -41,6 +41,46 @@ def test_paired_ratios_divide_by_the_same_rounds_plain() -> None:
     assert ratios == {"plain": 1.0, "lbrp-learn": 0.5, "lbrp-conntrack": None}
 
 
+def test_paired_ratio_lists_keep_every_round_that_has_both_values() -> None:
+    from bench.run import paired_ratio_lists
+    recs = [{"round": 1, "setup": "plain", "v": 100.0}, {"round": 1, "setup": "lbrp-conntrack", "v": 96.0},
+            {"round": 2, "setup": "lbrp-conntrack", "v": 50.0}, {"round": 2, "setup": "plain", "v": None},
+            {"round": 3, "setup": "plain", "v": 200.0}, {"round": 3, "setup": "lbrp-conntrack", "v": 210.0}]
+    assert paired_ratio_lists(recs, ["plain", "lbrp-conntrack"], lambda r: r["v"]) == {
+        "lbrp-conntrack": [0.96, 1.05]}
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_more_pairs() -> None:
+    import statistics
+
+    from bench.run import median_interval
+    assert median_interval([0.9, 1.0]) is None
+    few = [0.80, 1.10, 0.95, 0.99, 0.90]
+    lo, hi = median_interval(few)
+    assert lo <= statistics.median(few) <= hi
+    assert median_interval(few) == (lo, hi)  # fixed seed: the same file, the same interval
+    many = few * 6
+    lo6, hi6 = median_interval(many)
+    assert lo <= lo6 <= statistics.median(many) <= hi6 <= hi and hi6 - lo6 < hi - lo
+
+
+def test_the_rate_phase_is_summarized_with_its_paired_ratio_and_interval() -> None:
+    from bench.run import summarize
+    opts = parse_args(["--modes", "conntrack", "--no-select", "--phases", "rate"])
+    runs = []
+    for r, (plain, ct) in enumerate([(5000, 4900), (4000, 3700), (4500, 4400), (5200, 5300)]):
+        for setup, v in (("plain", plain), ("lbrp-conntrack", ct)):
+            runs.append({"round": r + 1, "setup": setup, "vswitchd_cpu_ms_per_session": 0.1,
+                         "sessions": {"ok_per_s": float(v), "connect_ms_p99": 3.0, "failed": 0}})
+    rows = {row["measure"]: row for row in summarize({"phases": {"rate": {"runs": runs}}}, opts)}
+    paired = rows["rate phase: new sessions/s: ratio to the same round's plain, median of rounds"]
+    # ratios 0.98, 0.925, 0.978, 1.019: median 0.979
+    assert paired["values"]["lbrp-conntrack"] == 0.979
+    assert rows["  paired ratios at or above 0.95"]["values"]["lbrp-conntrack"] == 3
+    low = rows["  90 % interval of that median: low"]["values"]["lbrp-conntrack"]
+    assert 0.925 <= low <= 0.979
+
+
 def test_cpu_per_gb_is_vswitchd_cpu_over_the_bytes_delivered() -> None:
     from bench.run import cpu_per_gb
     cpu = {"ovs-vswitchd": 4.0, "revalidator": 1.0, "urcu": 0.0}
@@ -51,8 +91,12 @@ def test_cpu_per_gb_is_vswitchd_cpu_over_the_bytes_delivered() -> None:
 
 def test_phases_include_throughput_and_refuse_unknown_ones() -> None:
     import pytest
-    assert parse_args([]).phases == ["traffic", "throughput", "held", "control"]
+    assert parse_args([]).phases == ["traffic", "rate", "throughput", "held", "control"]
     assert parse_args(["--phases", "throughput", "--quick"]).throughput_reps == 2
+    assert parse_args(["--phases", "rate"]).rate_reps == 12
+    with pytest.raises(SystemExit):  # 3 setups x 40 runs: more than the 110 source addresses
+        parse_args(["--phases", "rate", "--modes", "learn,conntrack", "--no-select",
+                    "--rate-reps", "40"])
     with pytest.raises(SystemExit):
         parse_args(["--phases", "traffic,speed"])
 
