@@ -113,6 +113,7 @@ class LbrpApp(app_manager.OSKenApp):
         self.stats = StatsBook()
         self.last_reconcile: float | None = None
         self.conntrack_dumped_at = float("-inf")
+        self.stats_pruned_for: Config | None = None
         self.rest_server: Any = None
         LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
 
@@ -288,6 +289,9 @@ class LbrpApp(app_manager.OSKenApp):
     def poll_stats(self) -> None:
         """Read counters from every programmed switch into the stats book."""
         cfg = self.config
+        if cfg is not self.stats_pruned_for:  # after a change: removed backends' totals go
+            self.stats.prune(cfg)
+            self.stats_pruned_for = cfg
         for sw in self.programmed_switches():
             try:
                 self.stats.on_reading(sw.dp.id, self._read_counters(sw.dp, cfg), time.time())

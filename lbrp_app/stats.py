@@ -26,6 +26,7 @@ conntrack dump (``conntrack_dump_interval``; see :mod:`lbrp_app.ovsdb`).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,13 @@ class Monotonic:
 
     def total(self, key: Any) -> int:
         return self._base.get(key, 0) + self._last.get(key, 0)
+
+    def forget(self, keys: Iterable[Any]) -> int:
+        """Drop the totals of ``keys``; returns how many there were."""
+        n = 0
+        for k in keys:
+            n += (self._last.pop(k, None) is not None) | (self._base.pop(k, None) is not None)
+        return n
 
 
 @dataclass
@@ -84,12 +92,16 @@ class StatsBook:
         self.mono = Monotonic()
         self.removed: dict[tuple[int, int, int, int], list[int]] = {}
         self.active: dict[int, dict[tuple[int, int], int]] = {}
-        self.dpids: set[int] = set()  # switches that were ever read
+        self.dpids: set[int] = set()  # switches that were ever read or sent a flow-removed
         self.polled_at: float | None = None
         self.conntrack_sessions: int | None = None  # the zone's count (conntrack pinning)
         # (service id, backend id) -> connections, from the last conntrack dump, if any
         self.conntrack_active: dict[tuple[int, int], int] | None = None
         self.counters = ControllerCounters()
+        # what the totals hold, so that prune visits only what is gone
+        self.seen_pairs: set[tuple[int, int]] = set()  # (service id, backend id)
+        self.seen_sids: set[int] = set()
+        self.seen_drops: set[int] = set()  # drop flows' cookies
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
                         nbytes: int) -> None:
@@ -97,6 +109,8 @@ class StatsBook:
         decoded = pl.decode_cookie(cookie)
         if decoded is None or decoded[0] != pl.KIND_SESSION:
             return
+        self.dpids.add(dpid)
+        self.seen_pairs.add((decoded[1], decoded[2]))
         acc = self.removed.setdefault((dpid, decoded[1], decoded[2], table), [0, 0])
         acc[0] += packets
         acc[1] += nbytes
@@ -121,6 +135,10 @@ class StatsBook:
             if table == pl.SESSION_FWD:
                 active[(sid, bid)] = flows
         self.active[dpid] = active
+        self.seen_pairs.update(k[:2] for k in reading.sessions)
+        self.seen_pairs.update(reading.buckets)
+        self.seen_drops.update(reading.drops)
+        self.seen_sids.update(reading.service_in)
         for key, (packets, nbytes) in reading.buckets.items():
             self.mono.update((dpid, "bucket", key), packets)
             self.mono.update((dpid, "bucket_bytes", key), nbytes)
@@ -131,6 +149,39 @@ class StatsBook:
             self.mono.update((dpid, "svc_in_bytes", sid), nbytes)
         self.mono.update((dpid, "meter", None), reading.meter_dropped)
         self.polled_at = now
+
+    def prune(self, cfg: Config) -> int:
+        """Forget the counters of services and backends ``cfg`` no longer has.
+
+        Ids come from addresses, so without this a config that goes through many
+        backend addresses (autoscaling) would keep every one's totals for good. A
+        backend removed and added again starts from zero. Only what was seen and is
+        gone is visited. Returns the totals dropped.
+        """
+        pairs = {(svc.key.service_id, be.backend_id)
+                 for svc in cfg.services.values() for be in svc.backends}
+        sids = {key.service_id for key in cfg.services}
+        drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
+                 | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()})
+        dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
+        dead_drops = self.seen_drops - drops
+        keys: list[Any] = []
+        removed = 0
+        for dpid in self.dpids:
+            for sid, bid in dead_pairs:
+                for table in pl.SESSION_TABLES:
+                    keys += [(dpid, "sp", (sid, bid, table)), (dpid, "sb", (sid, bid, table))]
+                    removed += self.removed.pop((dpid, sid, bid, table), None) is not None
+                keys += [(dpid, "bucket", (sid, bid)), (dpid, "bucket_bytes", (sid, bid))]
+            keys += [(dpid, kind, sid) for sid in dead_sids for kind in ("svc_in", "svc_in_bytes")]
+            keys += [(dpid, "drop", ck) for ck in dead_drops]
+        for sid in [s for s in self.counters.rejects if s not in sids]:
+            del self.counters.rejects[sid]
+            removed += 1
+        self.seen_pairs -= dead_pairs
+        self.seen_sids -= dead_sids
+        self.seen_drops -= dead_drops
+        return self.mono.forget(keys) + removed
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""

@@ -102,6 +102,31 @@ def test_two_switches_add_up() -> None:
     assert b1["new_sessions"] == 15 and b1["active_sessions"] == 3
 
 
+def test_prune_forgets_removed_backends_and_services_and_keeps_the_rest() -> None:
+    book = StatsBook()
+    book.counters.rejects[SID] = 2
+    reads = reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600))
+    reads.buckets[(SID, B2.backend_id)] = (4, 240)
+    book.on_reading(1, reads, now=1.0)
+    book.on_flow_removed(1, pl.cookie(pl.KIND_SESSION, SID, B1.backend_id), pl.SESSION_FWD, 5, 500)
+    assert book.prune(CFG) == 0  # everything is still configured
+
+    only_b2 = CFG.with_service(Service(WEB, "web", (B2,)))
+    # b1's packets and bytes of 2 session tables and of its bucket, and its removed flows
+    assert book.prune(only_b2) == 2 * 2 + 2 + 1
+    assert backend(book.snapshot(only_b2, 1, None), "10.0.1.3")["new_sessions"] == 4
+    # b1 added back starts from zero (its switch counters restart with its new flows too)
+    b1 = backend(book.snapshot(CFG, 1, None), "10.0.1.2")
+    assert (b1["new_sessions"], b1["packets_out"], b1["bytes_in"]) == (0, 0, 0)
+    assert book.snapshot(CFG, 1, None)["services"][0]["rejected_sessions"] == 2
+
+    gone = CFG.without_service(WEB)
+    book.prune(gone)
+    assert book.counters.rejects == {} and book.removed == {}
+    assert book.snapshot(CFG, 1, None)["services"][0]["packets_in"] == 0
+    assert book.snapshot(CFG, 1, None)["controller"]["packet_ins_dropped_by_meter"] == 7
+
+
 def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
     book = StatsBook()
     book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600)), now=1.0)
