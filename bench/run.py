@@ -1738,7 +1738,7 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     traffic = res["phases"].get("traffic", {}).get("rounds", [])
     throughput = res["phases"].get("throughput", {}).get("runs", [])
-    rate = res["phases"].get("rate", {}).get("runs", [])
+    rate_runs = res["phases"].get("rate", {}).get("runs", [])
     held = res["phases"].get("held", {}).get("runs", [])
     control = res["phases"].get("control", {}).get("modes", {})
     setups = opts.setups
@@ -1814,14 +1814,14 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         for label, keys, ratio in diagnostics:
             add(label, per_setup(lambda r, k=keys: dig(r, k), traffic), ratio=ratio,
                 better="lower")
-    if rate:
+    if rate_runs:
         def sessions_per_s(r: dict[str, Any]) -> float | None:
             return r["sessions"]["ok_per_s"]
 
         add(f"rate phase: new sessions/s (median of {opts.rate_reps} runs)",
-            per_setup(sessions_per_s, rate))
-        add_paired("rate phase: new sessions/s", sessions_per_s, rate)
-        lists = paired_ratio_lists(rate, setups, sessions_per_s)
+            per_setup(sessions_per_s, rate_runs))
+        add_paired("rate phase: new sessions/s", sessions_per_s, rate_runs)
+        lists = paired_ratio_lists(rate_runs, setups, sessions_per_s)
         spans = {s: median_interval(v) for s, v in lists.items()}
         for end, text in ((0, "low"), (1, "high")):
             add(f"  90 % interval of that median: {text}",
@@ -1830,11 +1830,11 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         add("  paired ratios at or above 0.95", {"plain": None, **{
             s: sum(x >= 0.95 for x in v) for s, v in lists.items()}}, ratio=False)
         add("rate phase: connect p99 ms",
-            per_setup(lambda r: r["sessions"]["connect_ms_p99"], rate), better="lower")
+            per_setup(lambda r: r["sessions"]["connect_ms_p99"], rate_runs), better="lower")
         add("rate phase: failed sessions per run",
-            per_setup(lambda r: r["sessions"]["failed"], rate), ratio=False, better="lower")
+            per_setup(lambda r: r["sessions"]["failed"], rate_runs), ratio=False, better="lower")
         add("rate phase: ovs-vswitchd CPU ms per session",
-            per_setup(lambda r: r.get("vswitchd_cpu_ms_per_session"), rate), better="lower")
+            per_setup(lambda r: r.get("vswitchd_cpu_ms_per_session"), rate_runs), better="lower")
     if throughput:
         add(f"throughput phase: TCP Gbit/s ({opts.iperf_s:g} s iperf3, median of runs)",
             per_setup(lambda r: r["iperf"].get("received_gbps"), throughput))
@@ -2066,7 +2066,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["seconds"] = round(time.monotonic() - t_all, 1)
         res["controller_logs"] = {p.name: interesting(p) for p in sorted(work.glob("lbrp-*.log"))}
         shutil.rmtree(work, ignore_errors=True)
-        rows = summarize(res, opts)
+        try:
+            rows = summarize(res, opts)
+        except Exception as exc:  # noqa: BLE001 - a summary must not lose the results
+            log(f"summary failed: {type(exc).__name__}: {exc}")
+            rows = []
         res["summary"] = rows
         opts.out.write_text(json.dumps(res, indent=1, default=str) + "\n")
         png = opts.out.with_suffix(".png")

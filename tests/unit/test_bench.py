@@ -72,7 +72,13 @@ def test_the_rate_phase_is_summarized_with_its_paired_ratio_and_interval() -> No
         for setup, v in (("plain", plain), ("lbrp-conntrack", ct)):
             runs.append({"round": r + 1, "setup": setup, "vswitchd_cpu_ms_per_session": 0.1,
                          "sessions": {"ok_per_s": float(v), "connect_ms_p99": 3.0, "failed": 0}})
-    rows = {row["measure"]: row for row in summarize({"phases": {"rate": {"runs": runs}}}, opts)}
+    # a traffic phase in the same result must not disturb the rate rows
+    traffic = [{"round": 1, "setup": setup, "iperf": {},
+                "sessions": {"ok_per_s": 1.0, "connect_ms_p50": 1.0, "connect_ms_p99": 2.0,
+                             "failed": 0}} for setup in opts.setups]
+    res = {"phases": {"traffic": {"rounds": traffic}, "rate": {"runs": runs}}}
+    rows = {row["measure"]: row for row in summarize(res, opts)}
+    assert rows["connect p99 ms"]["values"]["plain"] == 2.0
     paired = rows["rate phase: new sessions/s: ratio to the same round's plain, median of rounds"]
     # ratios 0.98, 0.925, 0.978, 1.019: median 0.979
     assert paired["values"]["lbrp-conntrack"] == 0.979
