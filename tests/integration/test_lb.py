@@ -232,30 +232,34 @@ def test_tcp_to_vip_on_a_port_without_service_is_not_rewritten(lb: Any) -> None:
     assert sessions(lb) <= before  # nothing pinned, nothing balanced
 
 
-# --- run-time changes and affinity --------------------------------------------------------
-
 def test_backends_see_the_clients_own_address_and_port(lb: Any, run_in: Any) -> None:
     """Only the destination is rewritten on the way in: no mode translates the client's
     source (OVS's conntrack NAT rewrote reused client ports; lbrp uses none)."""
-    base, n = 41000, 20
+    base, n = 31000, 20  # below the ephemeral range: no other session uses these ports
+    client_ip = lb.clients[0].IP()
     proc = hold(lb, n, 4, extra=("--src-port-base", str(base)))
 
-    def peers() -> set[str]:
+    def peers() -> set[tuple[str, int]]:
         """Peers of the backends' established connections (dual-stack sockets list
-        an IPv4 peer as [::ffff:a.b.c.d]:port)."""
+        an IPv4 peer as [::ffff:a.b.c.d]:port). Earlier tests' sessions that lbrp cut
+        stay established at the backends, so only this test's ports are kept."""
         out = set()
         for b in lb.backends:
             for ln in run_in(b, "ss -Htn state established '( sport = :8002 )'").stdout.splitlines():
                 host, _, port = ln.split()[-1].rpartition(":")
-                out.add(f"{host.strip('[]').removeprefix('::ffff:')}:{port}")
+                if base <= int(port) < base + n:
+                    out.add((host.strip("[]").removeprefix("::ffff:"), int(port)))
         return out
 
-    wait_for(lambda: len(peers()) >= n, 10, f"{n} sessions established at the backends")
-    want = {f"{lb.clients[0].IP()}:{p}" for p in range(base, base + n)}
-    assert peers() == want
+    want = {(client_ip, p) for p in range(base, base + n)}
+    wait_for(lambda: peers() == want, 10,
+             lambda: f"the backends to see {client_ip}:{base}-{base + n - 1}, "
+                     f"saw {sorted(peers())}")
     held = hold_result(proc)
     assert held["ok"] == n and held["changed_backend"] == 0, held
 
+
+# --- run-time changes and affinity --------------------------------------------------------
 
 def test_long_lived_sessions_keep_backend_while_backends_are_added(lb: Any) -> None:
     ctl: Controller = lb.ctl
