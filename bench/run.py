@@ -2035,8 +2035,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "wait for idle expiry of the lab's L4 datapath flows"),
     }
     work = Path(tempfile.mkdtemp(prefix="lbrp-bench-"))
-    phases = {"traffic": phase_traffic, "rate": phase_rate, "throughput": phase_throughput, "held": phase_held,
-              "control": phase_control}
+    phases = {"traffic": phase_traffic, "rate": phase_rate, "throughput": phase_throughput,
+              "held": phase_held, "control": phase_control}
     rc = 0
     t_all = time.monotonic()
     try:
