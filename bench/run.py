@@ -2074,8 +2074,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         res["summary"] = rows
         opts.out.write_text(json.dumps(res, indent=1, default=str) + "\n")
         png = opts.out.with_suffix(".png")
+        ovs = re.search(r"\d+\.\d+\.\d+", res["machine"]["ovs_version"])
         title = (f"lbrp vs plain forwarding ({'quick' if opts.quick else 'full'}, "
-                 f"{res['machine']['nproc']} CPUs, {res['machine']['ovs_version']})")
+                 f"{res['machine']['nproc']} CPUs, OVS {ovs.group(0) if ovs else '?'})")
         try:
             drawn = chart(rows, opts.setups, png, title)
         except Exception as exc:  # noqa: BLE001 - a chart must not lose the results
