@@ -439,6 +439,11 @@ def vswitchd_threads_cpu() -> dict[str, float]:
     return out
 
 
+def vswitchd_cpu_since(before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per ovs-vswitchd thread kind since ``before`` (vswitchd_threads_cpu())."""
+    return {k: v - before.get(k, 0.0) for k, v in vswitchd_threads_cpu().items()}
+
+
 Procs = dict[tuple[int, int], tuple[str, float]]
 """(pid, start time) -> (comm, CPU seconds). The start time tells a reused pid from its
 old process; comm cannot (a kworker's comm names its current work queue)."""
@@ -1203,7 +1208,7 @@ def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 quiet = wait_quiet()  # e.g. ovs-vswitchd still freeing a learn run's flows
                 before = vswitchd_threads_cpu()
                 sess = run_sessions(b, setup, src)
-                cpu = sum(v - before.get(k, 0.0) for k, v in vswitchd_threads_cpu().items())
+                cpu = sum(vswitchd_cpu_since(before).values())
                 n = max(1, sess["ok"] + sess["failed"])
                 runs.append({"round": r + 1, "setup": setup, "sessions": sess,
                              "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
@@ -1242,8 +1247,7 @@ def phase_throughput(opts: Options, work: Path, out: dict[str, Any]) -> None:
                     f"iperf3 {opts.iperf_s:g} s")
                 before = vswitchd_threads_cpu()
                 iperf = run_iperf(b, setup)
-                cpu = {k: round(v - before.get(k, 0.0), 2)
-                       for k, v in vswitchd_threads_cpu().items()}
+                cpu = {k: round(v, 2) for k, v in vswitchd_cpu_since(before).items()}
                 runs.append({"round": r + 1, "setup": setup, "iperf": iperf,
                              "vswitchd_cpu_s": cpu,
                              "cpu_s_per_gb": cpu_per_gb(iperf, cpu, opts.iperf_s)})

@@ -635,8 +635,9 @@ def service_group(svc: Service, conntrack: bool = False) -> Group:
 
 
 def bucket_owners(cfg: Config) -> dict[int, list[int]]:
-    """Group id -> the backend id of each of its buckets, in bucket order."""
-    return {s.key.service_id: [b.backend_id for b in service_group(s).buckets]
+    """Group id -> the backend id of each of its buckets, in bucket order (that of
+    :func:`service_group`, without building the groups)."""
+    return {s.key.service_id: [be.backend_id for be, _, _ in bucket_weights(s.active_backends)]
             for s in cfg.services.values()}
 
 
