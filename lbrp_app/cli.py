@@ -151,11 +151,12 @@ def format_stats(doc: dict[str, Any]) -> str:
     text = table(rows, ["Prot LocalAddress:Port", "Conns", "Active", "InPkts", "OutPkts",
                         "InBytes", "OutBytes", "Rejected"])
     ctl = doc["controller"]
-    zone = ctl.get("conntrack_sessions")
+    zone, full = ctl.get("conntrack_sessions"), ctl.get("conntrack_zone_full_drops")
     return (f"{text}\nswitches programmed: {ctl['switches_programmed']}, echo replies: "
             f"{ctl['echo_replies']}, packet-ins dropped by meter: "
             f"{ctl['packet_ins_dropped_by_meter']}"
-            + (f", conntrack sessions (all services): {zone}" if zone is not None else ""))
+            + (f", conntrack sessions (all services): {zone}" if zone is not None else "")
+            + (f", dropped with the zone full: {full}" if full else ""))
 
 
 def run(args: argparse.Namespace, out: Any) -> int:

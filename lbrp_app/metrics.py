@@ -72,6 +72,11 @@ class _Snapshot:
             yield GaugeMetricFamily("lbrp_conntrack_sessions",
                                     "Connections in the sessions' conntrack zone (all services)",
                                     value=ctl["conntrack_sessions"])
+        if ctl["conntrack_zone_full_drops"] is not None:
+            yield CounterMetricFamily("lbrp_conntrack_zone_full_dropped_packets",
+                                      "Packets of new sessions dropped because the conntrack "
+                                      "zone was at max_sessions",
+                                      value=ctl["conntrack_zone_full_drops"])
         if ctl["last_reconcile"] is not None:
             yield GaugeMetricFamily("lbrp_last_reconcile_timestamp_seconds",
                                     "When a switch was last reconciled",

@@ -283,7 +283,8 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
     """The stats requests of one counter poll, each with the key its reply is filed under.
 
     Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
-    per backend and session table, per service classifier, per drop flow; then group and
+    per backend and session table, per service classifier, per drop flow (conntrack: also
+    the zone-full drop); then group and
     meter stats. A generator: 2,000 services make 38,000 requests, about 0.5 s to build,
     which the poller spreads over its round trips (``switch.request_paced``).
     """
@@ -311,6 +312,9 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
     for vip in cfg.vips():
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         yield aggregate(("drop", ck), pl.CLASSIFY, ck)
+    if ct:
+        ck = pl.cookie(pl.KIND_CT_FULL)
+        yield aggregate(("drop", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
     yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
     yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

@@ -69,7 +69,8 @@ class Reading:
     sessions: dict[tuple[int, int, int], tuple[int, int, int]] = field(default_factory=dict)
     # (group id, bucket id) -> (packets, bytes): first packets of new sessions per backend
     buckets: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    # cookie of a drop flow (fragments per VIP, not-SYN per service) -> packets
+    # cookie of a drop flow (fragments per VIP, not-SYN per service, conntrack zone
+    # full) -> packets
     drops: dict[int, int] = field(default_factory=dict)
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -162,7 +163,8 @@ class StatsBook:
                  for svc in cfg.services.values() for be in svc.backends}
         sids = {key.service_id for key in cfg.services}
         drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
-                 | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()})
+                 | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
+                 | {pl.cookie(pl.KIND_CT_FULL)})
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
         dead_drops = self.seen_drops - drops
         keys: list[Any] = []
@@ -182,6 +184,11 @@ class StatsBook:
         self.seen_sids -= dead_sids
         self.seen_drops -= dead_drops
         return self.mono.forget(keys) + removed
+
+    def zone_full_drops(self) -> int:
+        """Packets of new sessions dropped because the conntrack zone was full (all
+        switches; conntrack pinning)."""
+        return self._total("drop", pl.cookie(pl.KIND_CT_FULL))
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""
@@ -249,6 +256,7 @@ class StatsBook:
                 "packet_ins_dropped_by_meter": meter,
                 "packet_ins_ignored": self.counters.ignored_packet_ins,
                 "conntrack_sessions": None if learn else self.conntrack_sessions,
+                "conntrack_zone_full_drops": None if learn else self.zone_full_drops(),
                 "last_poll": self.polled_at,
                 "last_reconcile": last_reconcile,
             },

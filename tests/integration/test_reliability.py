@@ -516,6 +516,12 @@ def test_syn_flood_keeps_session_tables_bounded_and_legit_clients_served(lb: Any
     peak = res["peak"]
     assert peak[0] <= MAX_SESSIONS and peak[1] <= MAX_SESSIONS, peak
     assert peak[0] >= MAX_SESSIONS * 0.9, f"the flood did not fill the table: {peak}"
+    if lb.mode == "conntrack":  # what the full zone dropped is counted and reported
+        ctl: Controller = lb.ctl
+        drops = wait_for(lambda: ctl.request("GET", "/stats")[1]["controller"][
+            "conntrack_zone_full_drops"], 30, "zone-full drops in /stats")
+        assert "conntrack zone full" in controller_log(ctl)
+        print(f"zone-full drops: {drops}")
     assert res["rss_growth"] < 256, res
     if res["rate"] < 0.9:  # the documented behaviour of a full table, not a rule
         warnings.warn(f"during the SYN flood ({lb.mode}) that filled the table the legitimate "

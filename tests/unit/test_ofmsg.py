@@ -195,3 +195,21 @@ def test_conntrack_commit_and_reply_restore_encode_as_ovs_reads_them() -> None:
         m.datapath, m.xid = DP, 2
         m.serialize()
         assert bytes(m.buf).hex() == ref[(f.table, f.priority)]
+
+
+def test_counter_poll_reads_the_zone_full_drops_in_conntrack_mode_only() -> None:
+    """The zone-full drop flow (table CT_FWD) is read by exact cookie with conntrack
+    pinning; learn has no such flow and no such request."""
+    svc = Service(ServiceKey("13.13.13.13", "tcp", 80), "web", (Backend("10.0.1.2", 8080, 1),))
+    learn = Config().with_service(svc)
+    ct = replace(learn, settings=replace(learn.settings, session_pinning="conntrack"))
+    full = pl.cookie(pl.KIND_CT_FULL)
+
+    def drops(cfg: Config) -> dict[int, int]:
+        return {key[1]: msg.table_id for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
+                if key[0] == "drop"}
+
+    assert drops(ct)[full] == pl.CT_FWD
+    assert full not in drops(learn)
+    req = next(msg for key, msg in ofmsg.counter_requests(parser, ofp, ct) if key == ("drop", full))
+    assert (req.cookie, req.cookie_mask) == (full, pl.ALL_ONES)
