@@ -73,10 +73,14 @@ class _Snapshot:
                                     "Connections in the sessions' conntrack zone (all services)",
                                     value=ctl["conntrack_sessions"])
         if ctl["conntrack_zone_full_drops"] is not None:
-            yield CounterMetricFamily("lbrp_conntrack_zone_full_dropped_packets",
-                                      "Packets of new sessions dropped because the conntrack "
-                                      "zone was at max_sessions",
-                                      value=ctl["conntrack_zone_full_drops"])
+            drops = CounterMetricFamily(
+                "lbrp_conntrack_dropped_new_session_packets",
+                "Packets of new sessions dropped after their conntrack commit: the zone was "
+                "at max_sessions (zone_full) or the backend was removed as the session "
+                "began (backend_gone)", labels=["reason"])
+            drops.add_metric(["zone_full"], ctl["conntrack_zone_full_drops"])
+            drops.add_metric(["backend_gone"], ctl["conntrack_backend_gone_drops"])
+            yield drops
         if ctl["last_reconcile"] is not None:
             yield GaugeMetricFamily("lbrp_last_reconcile_timestamp_seconds",
                                     "When a switch was last reconciled",

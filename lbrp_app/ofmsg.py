@@ -284,9 +284,9 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
 
     Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
     per backend and session table, per service classifier, per drop flow (conntrack: also
-    the zone-full drop); then group and
-    meter stats. A generator: 2,000 services make 38,000 requests, about 0.5 s to build,
-    which the poller spreads over its round trips (``switch.request_paced``).
+    the two after the commit); then group and meter stats. A generator: 2,000 services make
+    38,000 requests, about 0.5 s to build, which the poller spreads over its round trips
+    (``switch.request_paced``).
     """
 
     def aggregate(key: tuple[str, Any], table: int, ck: int) -> tuple[tuple[str, Any], Any]:
@@ -313,8 +313,9 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         yield aggregate(("drop", ck), pl.CLASSIFY, ck)
     if ct:
-        ck = pl.cookie(pl.KIND_CT_FULL)
-        yield aggregate(("drop", ck), pl.CT_FWD, ck)
+        for why in (pl.CT_DROP_FULL, pl.CT_DROP_GONE):
+            ck = pl.cookie(pl.KIND_CT_DROP, why)
+            yield aggregate(("drop", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
     yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
     yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

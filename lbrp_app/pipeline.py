@@ -79,7 +79,11 @@ Table 40 ``CT_FWD`` (client -> VIP, tracked)
   300  ct_state=-inv-rpl+trk, ct_label=<service id|backend id>
        -> nw_dst=backend, tp_dst=bport, output:B (established, and a new
        connection right after its commit)
-  250  reg3=1 -> drop (counted: committed, yet no label: the zone is full)
+  250  reg3=1, ct_label=0 -> drop (counted: committed, yet no connection: the zone
+       is full)
+  240  reg3=1 -> drop (counted: committed to a backend that no flow above serves: it
+       was removed as the session began, while the datapath still held flows that
+       picked it; the retransmitted first packet is new again and picks anew)
   200  ct_state=+new+trk, tcp SYN or udp, nw_dst=VIP, tp_dst=vport -> group (or reject)
   100  tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session, or a purged one) -> drop
   0    drop
@@ -114,7 +118,7 @@ app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
-0 conntrack zone full (drop). Bucket ids are backend ids, so bucket
+0 conntrack drop after the commit (object 0: zone full, 1: backend gone). Bucket ids are backend ids, so bucket
 counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 """
 
@@ -150,6 +154,7 @@ PRIO_SESSION = 100
 PRIO_LEARN = 100
 PRIO_CT_EST = 300
 PRIO_CT_FULL = 250
+PRIO_CT_GONE = 240
 PRIO_CT_RETRY = 100
 PRIO_PASS = 10
 PRIO_REV_GROUP_ADDR = 1
@@ -174,7 +179,8 @@ KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
 KIND_FRAG = 0x6
 KIND_NOT_SYN = 0x7
-KIND_CT_FULL = 0x0  # conntrack: new sessions dropped because the zone is full
+KIND_CT_DROP = 0x0  # conntrack: a new session's packet dropped after its commit
+CT_DROP_FULL, CT_DROP_GONE = 0, 1  # ... its object: the zone was full; backend gone
 KIND_SESSION = 0x8
 OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
 OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
@@ -370,9 +376,12 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
     ]
     if conntrack:
         flows += [_flow(CT_FWD, PRIO_MISS, (), (), ck),
-                  # a new connection comes back here after its commit; without a label
-                  # the zone was full and nothing was committed
-                  _flow(CT_FWD, PRIO_CT_FULL, ((REG_COMMITTED, 1),), (), cookie(KIND_CT_FULL)),
+                  # a new connection comes back here after its commit; without a
+                  # connection (label 0) the zone was full
+                  _flow(CT_FWD, PRIO_CT_FULL, ((REG_COMMITTED, 1), ("ct_label", 0)), (),
+                        cookie(KIND_CT_DROP, CT_DROP_FULL)),
+                  _flow(CT_FWD, PRIO_CT_GONE, ((REG_COMMITTED, 1),), (),
+                        cookie(KIND_CT_DROP, CT_DROP_GONE)),
                   _flow(CT_COMMIT, PRIO_LEARN, (("eth_type", ETH_IP),),
                         (SetField(REG_COMMITTED, 1), CT_COMMIT_LABELLED), ck),
                   _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]

@@ -69,8 +69,8 @@ class Reading:
     sessions: dict[tuple[int, int, int], tuple[int, int, int]] = field(default_factory=dict)
     # (group id, bucket id) -> (packets, bytes): first packets of new sessions per backend
     buckets: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    # cookie of a drop flow (fragments per VIP, not-SYN per service, conntrack zone
-    # full) -> packets
+    # cookie of a drop flow (fragments per VIP, not-SYN per service, conntrack's two
+    # after the commit) -> packets
     drops: dict[int, int] = field(default_factory=dict)
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -164,7 +164,8 @@ class StatsBook:
         sids = {key.service_id for key in cfg.services}
         drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
                  | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
-                 | {pl.cookie(pl.KIND_CT_FULL)})
+                 | {pl.cookie(pl.KIND_CT_DROP, why) for why in (pl.CT_DROP_FULL,
+                                                                pl.CT_DROP_GONE)})
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
         dead_drops = self.seen_drops - drops
         keys: list[Any] = []
@@ -188,7 +189,12 @@ class StatsBook:
     def zone_full_drops(self) -> int:
         """Packets of new sessions dropped because the conntrack zone was full (all
         switches; conntrack pinning)."""
-        return self._total("drop", pl.cookie(pl.KIND_CT_FULL))
+        return self._total("drop", pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL))
+
+    def backend_gone_drops(self) -> int:
+        """Packets of new sessions dropped after their commit because their backend was
+        removed as they began (all switches; conntrack pinning)."""
+        return self._total("drop", pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_GONE))
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""
@@ -257,6 +263,7 @@ class StatsBook:
                 "packet_ins_ignored": self.counters.ignored_packet_ins,
                 "conntrack_sessions": None if learn else self.conntrack_sessions,
                 "conntrack_zone_full_drops": None if learn else self.zone_full_drops(),
+                "conntrack_backend_gone_drops": None if learn else self.backend_gone_drops(),
                 "last_poll": self.polled_at,
                 "last_reconcile": last_reconcile,
             },

@@ -43,7 +43,8 @@ if str(REPO) not in sys.path:
 
 import yaml
 
-from lbrp_app.pipeline import CT_FWD, CT_ZONE, KIND_CT_FULL, cookie
+from lbrp_app.ctdump import parse_zone_count
+from lbrp_app.pipeline import CT_DROP_FULL, CT_DROP_GONE, CT_FWD, CT_ZONE, KIND_CT_DROP, cookie
 from tests.integration.test_reliability import rss_mib
 from topologies.controller import Controller, free_port
 
@@ -144,9 +145,10 @@ def session_bound(pinning: str) -> int:
     return MAX_SESSIONS + (CT_SWEEP_ROOM if pinning == "conntrack" else 0)
 
 
-def zone_full_drops(net: Any) -> int:
-    """Packets of new sessions dropped because the conntrack zone was full."""
-    out = net.lb_ofctl("dump-flows", f"table={CT_FWD},cookie={cookie(KIND_CT_FULL)}/-1")
+def ct_drops(net: Any, why: int) -> int:
+    """Packets of new sessions dropped after their commit: the conntrack zone was full
+    (CT_DROP_FULL) or their backend was removed as they began (CT_DROP_GONE)."""
+    out = net.lb_ofctl("dump-flows", f"table={CT_FWD},cookie={cookie(KIND_CT_DROP, why)}/-1")
     return sum(int(n) for n in re.findall(r"n_packets=(\d+)", out))
 
 
@@ -198,7 +200,7 @@ class Soak:
         for wall, method, path, body, status in near:
             print(f"    {clock(wall)} {method} {path} {body} -> {status}")
         if self.args.pinning == "conntrack":
-            print(f"  zone full: {zone_full_drops(self.net)} packets dropped so far; "
+            print(f"  zone full: {ct_drops(self.net, CT_DROP_FULL)} packets dropped so far; "
                   + sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}").strip())
             entries = sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}").splitlines()
             ports = {f"sport={u['port']}," for u in unanswered if u["port"]}
@@ -300,9 +302,9 @@ class Soak:
         else:  # connections in the sessions' conntrack zone
             fwd = rev = len(sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}")
                             .splitlines())
-            m = re.search(r"count=(\d+)", sh("ovs-appctl", "dpctl/ct-get-limits",
-                                              f"zone={CT_ZONE}"))
-            counted = int(m.group(1)) if m else -1
+            n = parse_zone_count(sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}"),
+                                 CT_ZONE)
+            counted = -1 if n is None else n
         s = {"t": time.monotonic(), "ctl_rss": rss_mib(self.ctl.proc.pid if self.ctl.proc
                                                       else None),
              "ovs_rss": rss_mib(vswitchd_pid()), "fwd": fwd, "rev": rev, "counted": counted}
@@ -354,7 +356,9 @@ class Soak:
                 self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
         if not self.rounds:
             self.problem("no round of long-lived sessions completed")
-        full = zone_full_drops(self.net) if self.args.pinning == "conntrack" else None
+        ct = self.args.pinning == "conntrack"
+        full = ct_drops(self.net, CT_DROP_FULL) if ct else None
+        gone = ct_drops(self.net, CT_DROP_GONE) if ct else None
         if full:
             self.problem(f"{full} packets of new sessions dropped: the conntrack zone was full")
         summary = {
@@ -376,6 +380,8 @@ class Soak:
             "zone_count_max": max(s["counted"] for s in self.samples) if full is not None
             else None,
             "zone_full_drops": full,
+            # the race of a removal with a session's first packet; retransmitted, not lost
+            "backend_gone_drops": gone,
             "log_error_lines": len(bad_lines),
             "problems": self.problems,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
@@ -197,19 +198,20 @@ def test_conntrack_commit_and_reply_restore_encode_as_ovs_reads_them() -> None:
         assert bytes(m.buf).hex() == ref[(f.table, f.priority)]
 
 
-def test_counter_poll_reads_the_zone_full_drops_in_conntrack_mode_only() -> None:
-    """The zone-full drop flow (table CT_FWD) is read by exact cookie with conntrack
-    pinning; learn has no such flow and no such request."""
+def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() -> None:
+    """The two drop flows after the commit (table CT_FWD: zone full, backend gone) are read
+    by exact cookie with conntrack pinning; learn has no such flows and no such requests."""
     svc = Service(ServiceKey("13.13.13.13", "tcp", 80), "web", (Backend("10.0.1.2", 8080, 1),))
     learn = Config().with_service(svc)
     ct = replace(learn, settings=replace(learn.settings, session_pinning="conntrack"))
-    full = pl.cookie(pl.KIND_CT_FULL)
+    after_commit = {pl.cookie(pl.KIND_CT_DROP, why) for why in (pl.CT_DROP_FULL,
+                                                                pl.CT_DROP_GONE)}
 
-    def drops(cfg: Config) -> dict[int, int]:
-        return {key[1]: msg.table_id for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
+    def drops(cfg: Config) -> dict[int, Any]:
+        return {key[1]: msg for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
                 if key[0] == "drop"}
 
-    assert drops(ct)[full] == pl.CT_FWD
-    assert full not in drops(learn)
-    req = next(msg for key, msg in ofmsg.counter_requests(parser, ofp, ct) if key == ("drop", full))
-    assert (req.cookie, req.cookie_mask) == (full, pl.ALL_ONES)
+    assert len(after_commit) == 2 and not after_commit & set(drops(learn))
+    for ck in after_commit:
+        req = drops(ct)[ck]
+        assert (req.table_id, req.cookie, req.cookie_mask) == (pl.CT_FWD, ck, pl.ALL_ONES)

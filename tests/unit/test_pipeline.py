@@ -206,9 +206,12 @@ def test_conntrack_pinning_commits_with_a_label_and_rewrites_both_ways_without_n
     assert fwd[(pl.PRIO_CT_EST, (("ct_state", pl.CT_ORIG), ("ct_label", label),
                                  ("eth_type", pl.ETH_IP), ("ip_proto", 6)))] == (
         pl.SetField("ipv4_dst", "10.0.1.2"), pl.SetField("tcp_dst", 8002), pl.Output(2))
-    # ...and a committed packet without a label (a full zone) is dropped, not sent on
-    assert fwd[(pl.PRIO_CT_FULL, ((pl.REG_COMMITTED, 1),))] == ()
-    assert pl.PRIO_SERVICE < pl.PRIO_CT_FULL < pl.PRIO_CT_EST
+    # ...and a committed packet that none of those serves is dropped, not sent on: no
+    # connection (label 0) means the zone was full; a label that no flow above serves,
+    # a backend removed as the session began
+    assert fwd[(pl.PRIO_CT_FULL, ((pl.REG_COMMITTED, 1), ("ct_label", 0)))] == ()
+    assert fwd[(pl.PRIO_CT_GONE, ((pl.REG_COMMITTED, 1),))] == ()
+    assert pl.PRIO_SERVICE < pl.PRIO_CT_GONE < pl.PRIO_CT_FULL < pl.PRIO_CT_EST
     # replies: the source becomes the VIP before the lookup, and goes back if not ours
     rev_in = [f for f in flows_of(st, pl.CLASSIFY) if ("ipv4_src", "10.0.1.2") in f.match]
     assert [f.actions for f in rev_in] == [(

@@ -167,26 +167,31 @@ def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
     assert families["lbrp_conntrack_sessions"].samples[0].value == 42
 
 
-def test_zone_full_drops_are_totalled_reported_and_never_pruned() -> None:
+def test_drops_after_the_commit_are_totalled_reported_and_never_pruned() -> None:
     from dataclasses import replace
 
-    full = pl.cookie(pl.KIND_CT_FULL)
+    full = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL)
+    gone = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_GONE)
     ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
     book = StatsBook()
     for dpid, packets in ((1, 5), (2, 2), (1, 9)):  # two switches; switch 1 read twice
-        book.on_reading(dpid, Reading(drops={full: packets}), now=1.0)
-    assert book.zone_full_drops() == 11
-    assert book.snapshot(CFG, 2, None)["controller"]["conntrack_zone_full_drops"] is None
+        book.on_reading(dpid, Reading(drops={full: packets, gone: 1}), now=1.0)
+    assert (book.zone_full_drops(), book.backend_gone_drops()) == (11, 2)
+    ctl = book.snapshot(CFG, 2, None)["controller"]
+    assert ctl["conntrack_zone_full_drops"] is None and ctl["conntrack_backend_gone_drops"] is None
     doc = book.snapshot(ct, 2, None)
     assert doc["controller"]["conntrack_zone_full_drops"] == 11
+    assert doc["controller"]["conntrack_backend_gone_drops"] == 2
     families = {f.name: f for f in text_string_to_metric_families(render(doc).decode())}
-    sample = families["lbrp_conntrack_zone_full_dropped_packets"].samples[0]
-    assert (sample.name, sample.value) == ("lbrp_conntrack_zone_full_dropped_packets_total", 11)
-    assert "lbrp_conntrack_zone_full_dropped_packets" not in {
+    samples = {s.labels["reason"]: (s.name, s.value)
+               for s in families["lbrp_conntrack_dropped_new_session_packets"].samples}
+    name = "lbrp_conntrack_dropped_new_session_packets_total"
+    assert samples == {"zone_full": (name, 11), "backend_gone": (name, 2)}
+    assert "lbrp_conntrack_dropped_new_session_packets" not in {
         f.name for f in text_string_to_metric_families(render(book.snapshot(CFG, 2, None))
                                                           .decode())}
-    book.prune(ct.without_service(WEB))  # no service left: the zone's counter stays
-    assert book.zone_full_drops() == 11
+    book.prune(ct.without_service(WEB))  # no service left: these counters stay
+    assert (book.zone_full_drops(), book.backend_gone_drops()) == (11, 2)
 
 
 def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> None:
