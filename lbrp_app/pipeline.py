@@ -118,8 +118,9 @@ app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
-0 conntrack drop after the commit (object 0: zone full, 1: backend gone). Bucket ids are backend ids, so bucket
-counters follow their backend. Meter 1 limits packet-ins (ICMP echo and rejects).
+0 conntrack drop after the commit (object 0: zone full, 1: backend gone). Bucket
+ids are backend ids, so bucket counters follow their backend. Meter 1 limits
+packet-ins (ICMP echo and rejects).
 """
 
 from __future__ import annotations

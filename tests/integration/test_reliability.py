@@ -824,7 +824,7 @@ def test_rest_survives_idle_and_garbage_connections(lb: Any) -> None:
 
 def test_rest_changes_do_not_grow_the_controller(lb: Any) -> None:
     """600 REST changes (a backend added, reweighted, removed) leave the controller's RSS
-    where it was after 100 of them. Freezing the collector inside a change kept each
+    where it was after 99 of them. Freezing the collector inside a change kept each
     request's cyclic garbage for good: about 10 KiB per change, 6 MiB here."""
     ctl: Controller = lb.ctl
     path = f"{WEB}/backends/{B3}/8004"
