@@ -38,3 +38,18 @@ def test_health_shows_each_switch_then_its_warnings() -> None:
     assert lines[3].split() == ["0000000000000011", "-", "1", "2"]
     warning = "warning: switch 0000000000000010: conntrack pinning: Open vSwitch 3.1.0: ..."
     assert lines[4:] == [warning]
+
+
+def test_stats_footer_shows_the_conntrack_drops_only_when_there_are_some() -> None:
+    from lbrp_app.cli import format_stats
+
+    ctl = {"switches_programmed": 1, "echo_replies": 0, "packet_ins_dropped_by_meter": 0,
+           "conntrack_sessions": 12, "conntrack_zone_full_drops": 0,
+           "conntrack_backend_gone_drops": 0}
+    quiet = format_stats({"services": [], "controller": ctl})
+    assert "conntrack sessions (all services): 12" in quiet and "dropped" not in quiet.split(
+        "meter")[1]
+    ctl.update(conntrack_zone_full_drops=3, conntrack_backend_gone_drops=2)
+    loud = format_stats({"services": [], "controller": ctl})
+    assert "dropped with the zone full: 3" in loud
+    assert "dropped as their backend went: 2" in loud
