@@ -313,8 +313,7 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         yield aggregate(("drop", ck), pl.CLASSIFY, ck)
     if ct:
-        for why in (pl.CT_DROP_FULL, pl.CT_DROP_GONE):
-            ck = pl.cookie(pl.KIND_CT_DROP, why)
+        for ck in (pl.CT_DROP_FULL_COOKIE, pl.CT_DROP_GONE_COOKIE):
             yield aggregate(("drop", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
     yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)

@@ -204,6 +204,11 @@ def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
     return (COOKIE_TAG << 60) | (kind << 56) | ((obj & 0xFFFFFFFF) << 24) | (backend & 0xFFFFFF)
 
 
+# the two drop flows after a conntrack commit, read by every counter poll
+CT_DROP_FULL_COOKIE = cookie(KIND_CT_DROP, CT_DROP_FULL)
+CT_DROP_GONE_COOKIE = cookie(KIND_CT_DROP, CT_DROP_GONE)
+
+
 def vip_cookie(kind: int, vip: str) -> int:
     """The cookie of a per-VIP flow."""
     return cookie(kind, int(ipaddress.IPv4Address(vip)))
@@ -380,9 +385,9 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
                   # a new connection comes back here after its commit; without a
                   # connection (label 0) the zone was full
                   _flow(CT_FWD, PRIO_CT_FULL, ((REG_COMMITTED, 1), ("ct_label", 0)), (),
-                        cookie(KIND_CT_DROP, CT_DROP_FULL)),
+                        CT_DROP_FULL_COOKIE),
                   _flow(CT_FWD, PRIO_CT_GONE, ((REG_COMMITTED, 1),), (),
-                        cookie(KIND_CT_DROP, CT_DROP_GONE)),
+                        CT_DROP_GONE_COOKIE),
                   _flow(CT_COMMIT, PRIO_LEARN, (("eth_type", ETH_IP),),
                         (SetField(REG_COMMITTED, 1), CT_COMMIT_LABELLED), ck),
                   _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]

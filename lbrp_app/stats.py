@@ -164,8 +164,7 @@ class StatsBook:
         sids = {key.service_id for key in cfg.services}
         drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
                  | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
-                 | {pl.cookie(pl.KIND_CT_DROP, why) for why in (pl.CT_DROP_FULL,
-                                                                pl.CT_DROP_GONE)})
+                 | {pl.CT_DROP_FULL_COOKIE, pl.CT_DROP_GONE_COOKIE})
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
         dead_drops = self.seen_drops - drops
         keys: list[Any] = []
@@ -189,12 +188,12 @@ class StatsBook:
     def zone_full_drops(self) -> int:
         """Packets of new sessions dropped because the conntrack zone was full (all
         switches; conntrack pinning)."""
-        return self._total("drop", pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL))
+        return self._total("drop", pl.CT_DROP_FULL_COOKIE)
 
     def backend_gone_drops(self) -> int:
         """Packets of new sessions dropped after their commit because their backend was
         removed as they began (all switches; conntrack pinning)."""
-        return self._total("drop", pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_GONE))
+        return self._total("drop", pl.CT_DROP_GONE_COOKIE)
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""

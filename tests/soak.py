@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
 import yaml
 
 from lbrp_app.ctdump import parse_zone_count
-from lbrp_app.pipeline import CT_DROP_FULL, CT_DROP_GONE, CT_FWD, CT_ZONE, KIND_CT_DROP, cookie
+from lbrp_app.pipeline import CT_ZONE
 from tests.integration.test_reliability import rss_mib
 from topologies.controller import Controller, free_port
 
@@ -146,13 +146,6 @@ def session_bound(pinning: str) -> int:
     return MAX_SESSIONS + (CT_SWEEP_ROOM if pinning == "conntrack" else 0)
 
 
-def ct_drops(net: Any, why: int) -> int:
-    """Packets of new sessions dropped after their commit: the conntrack zone was full
-    (CT_DROP_FULL) or their backend was removed as they began (CT_DROP_GONE)."""
-    out = net.lb_ofctl("dump-flows", f"table={CT_FWD},cookie={cookie(KIND_CT_DROP, why)}/-1")
-    return sum(int(n) for n in re.findall(r"n_packets=(\d+)", out))
-
-
 def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -201,7 +194,7 @@ class Soak:
         for wall, method, path, body, status in near:
             print(f"    {clock(wall)} {method} {path} {body} -> {status}")
         if self.args.pinning == "conntrack":
-            print(f"  zone full: {ct_drops(self.net, CT_DROP_FULL)} packets dropped so far; "
+            print(f"  zone full: {self.ct_drops()[0]} packets dropped so far; "
                   + sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}").strip())
             entries = sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}").splitlines()
             ports = {f"sport={u['port']}," for u in unanswered if u["port"]}
@@ -295,6 +288,16 @@ class Soak:
             self.rest("PUT", f"{base}/{ip}/{port}", {"weight": weight})
         self.changes[action] += 1
 
+    def ct_drops(self) -> tuple[int, int]:
+        """(zone full, backend gone): packets of new sessions dropped after their conntrack
+        commit, as the controller's last counter poll read them (every 2 s here)."""
+        time.sleep(2.5)  # a poll after the last drops
+        status, doc = self.ctl.request("GET", "/stats")
+        if status != 200:
+            raise RuntimeError(f"GET /stats: {status} {doc}")
+        ctl = doc["controller"]
+        return ctl["conntrack_zone_full_drops"], ctl["conntrack_backend_gone_drops"]
+
     # --- samples
     def sample(self) -> None:
         counted = 0  # conntrack: what the zone limit counts (ended connections too)
@@ -357,9 +360,7 @@ class Soak:
                 self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
         if not self.rounds:
             self.problem("no round of long-lived sessions completed")
-        ct = self.args.pinning == "conntrack"
-        full = ct_drops(self.net, CT_DROP_FULL) if ct else None
-        gone = ct_drops(self.net, CT_DROP_GONE) if ct else None
+        full, gone = self.ct_drops() if self.args.pinning == "conntrack" else (None, None)
         if full:
             self.problem(f"{full} packets of new sessions dropped: the conntrack zone was full")
         summary = {
