@@ -117,7 +117,6 @@ class LbrpApp(app_manager.OSKenApp):
         self.last_reconcile: float | None = None
         self.conntrack_dumped_at = float("-inf")
         self.stats_pruned_for: Config | None = None
-        self.zone_full_warned = (0, float("-inf"))  # (drops reported, when)
         self.rest_server: Any = None
         LOG.info("loaded %d services from %s", len(self.config.services), self.config_path)
 
@@ -306,15 +305,13 @@ class LbrpApp(app_manager.OSKenApp):
             self._warn_zone_full(cfg)
 
     def _warn_zone_full(self, cfg: Config) -> None:
-        """At most once a minute, say how many new sessions' packets a full zone dropped."""
-        drops, now = self.stats.zone_full_drops(), time.monotonic()
-        reported, at = self.zone_full_warned
-        if drops > reported and now - at >= 60:
+        """Say how many new sessions' packets a full zone dropped (at most once a minute)."""
+        news = self.stats.zone_full_news(time.monotonic())
+        if news:
             LOG.warning("conntrack zone full: %d packets of new sessions dropped (%d since "
                         "the last warning); raise max_sessions (now %d): OVS 3.1 counts "
-                        "ended connections until its sweep, every 20 s", drops,
-                        drops - reported, cfg.settings.max_sessions)
-            self.zone_full_warned = (drops, now)
+                        "ended connections until its sweep, every 20 s", *news,
+                        cfg.settings.max_sessions)
 
     def _read_conntrack(self, cfg: Config) -> None:
         """The zone's connection count every poll; per backend only if asked for."""

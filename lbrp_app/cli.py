@@ -153,12 +153,14 @@ def format_stats(doc: dict[str, Any]) -> str:
     ctl = doc["controller"]
     zone, full = ctl.get("conntrack_sessions"), ctl.get("conntrack_zone_full_drops")
     gone = ctl.get("conntrack_backend_gone_drops")
+    repicked = ctl.get("conntrack_backend_gone_repicks")
     return (f"{text}\nswitches programmed: {ctl['switches_programmed']}, echo replies: "
             f"{ctl['echo_replies']}, packet-ins dropped by meter: "
             f"{ctl['packet_ins_dropped_by_meter']}"
             + (f", conntrack sessions (all services): {zone}" if zone is not None else "")
             + (f", dropped with the zone full: {full}" if full else "")
-            + (f", dropped as their backend went: {gone}" if gone else ""))
+            + (f", balanced again as their backend went: {repicked}" if repicked else "")
+            + (f", dropped as their backends went: {gone}" if gone else ""))
 
 
 def run(args: argparse.Namespace, out: Any) -> int:

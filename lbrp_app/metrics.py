@@ -76,11 +76,15 @@ class _Snapshot:
             drops = CounterMetricFamily(
                 "lbrp_conntrack_dropped_new_session_packets",
                 "Packets of new sessions dropped after their conntrack commit: the zone was "
-                "at max_sessions (zone_full) or the backend was removed as the session "
-                "began (backend_gone)", labels=["reason"])
+                "at max_sessions (zone_full) or the backends picked were removed as the "
+                "session began, twice in a row (backend_gone)", labels=["reason"])
             drops.add_metric(["zone_full"], ctl["conntrack_zone_full_drops"])
             drops.add_metric(["backend_gone"], ctl["conntrack_backend_gone_drops"])
             yield drops
+            yield CounterMetricFamily(
+                "lbrp_conntrack_repicked_new_sessions",
+                "New sessions committed to a backend removed as they began, and balanced "
+                "again among the live backends", value=ctl["conntrack_backend_gone_repicks"])
         if ctl["last_reconcile"] is not None:
             yield GaugeMetricFamily("lbrp_last_reconcile_timestamp_seconds",
                                     "When a switch was last reconciled",

@@ -313,7 +313,7 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
         yield aggregate(("drop", ck), pl.CLASSIFY, ck)
     if ct:
-        for ck in (pl.CT_DROP_FULL_COOKIE, pl.CT_DROP_GONE_COOKIE):
+        for ck in pl.CT_AFTER_COMMIT_COOKIES:
             yield aggregate(("drop", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
     yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)

@@ -81,10 +81,15 @@ Table 40 ``CT_FWD`` (client -> VIP, tracked)
        connection right after its commit)
   250  reg3=1, ct_label=0 -> drop (counted: committed, yet no connection: the zone
        is full)
-  240  reg3=1 -> drop (counted: committed to a backend that no flow above serves: it
-       was removed as the session began, while the datapath still held flows that
-       picked it; the retransmitted first packet is new again and picks anew)
-  200  ct_state=+new+trk, tcp SYN or udp, nw_dst=VIP, tp_dst=vport -> group (or reject)
+  245  reg3=1, reg7=1 -> drop (counted: picked a removed backend twice in a row)
+  240  reg3=1 -> reg7=1, reg3=0, resubmit(,CT_FWD) (counted: committed to a backend
+       that no flow above serves. It was removed as the session began, while the
+       datapath still held flows that picked it; this pass is translated afresh, so
+       the group picks among the live backends and the commit relabels the connection)
+  200  ct_state=+new+trk, tcp SYN, nw_dst=VIP, tp_dst=vport -> group (or reject)
+  200  ct_state=-inv-rpl+trk, udp, nw_dst=VIP, tp_dst=vport -> group (or reject): a
+       new flow, or one whose backend no flow above serves any more (committed to it
+       while its removal purged its connections); the commit relabels it
   100  tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session, or a purged one) -> drop
   0    drop
 
@@ -110,7 +115,7 @@ the backend's address, and OVS 3.1 cannot flush by label.
 
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
 output); conntrack: reg3 committed, reg4/reg5 a reply's backend address and port,
-reg6 which of the address's services was tried.
+reg6 which of the address's services was tried, reg7 picked again.
 
 Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) | backend
 id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
@@ -118,7 +123,8 @@ app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
-0 conntrack drop after the commit (object 0: zone full, 1: backend gone). Bucket
+0 conntrack check after the commit (object 0: zone full, 1: backend gone twice, 2:
+picked again). Bucket
 ids are backend ids, so bucket counters follow their backend. Meter 1 limits
 packet-ins (ICMP echo and rejects).
 """
@@ -155,7 +161,8 @@ PRIO_SESSION = 100
 PRIO_LEARN = 100
 PRIO_CT_EST = 300
 PRIO_CT_FULL = 250
-PRIO_CT_GONE = 240
+PRIO_CT_GONE = 245
+PRIO_CT_REPICK = 240
 PRIO_CT_RETRY = 100
 PRIO_PASS = 10
 PRIO_REV_GROUP_ADDR = 1
@@ -169,6 +176,7 @@ REG_COMMITTED = "reg3"
 REG_REPLY_IP = "reg4"
 REG_REPLY_PORT = "reg5"
 REG_TRIED = "reg6"
+REG_REPICKED = "reg7"
 
 # Meter and cookies.
 PACKET_IN_METER = 1
@@ -180,8 +188,9 @@ KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
 KIND_FRAG = 0x6
 KIND_NOT_SYN = 0x7
-KIND_CT_DROP = 0x0  # conntrack: a new session's packet dropped after its commit
-CT_DROP_FULL, CT_DROP_GONE = 0, 1  # ... its object: the zone was full; backend gone
+KIND_CT_DROP = 0x0  # conntrack: a new session's packet that failed after its commit
+CT_DROP_FULL, CT_DROP_GONE, CT_REPICK = 0, 1, 2  # ... its object: zone full (dropped);
+# its backend gone again after a re-pick (dropped); its backend gone (picked again)
 KIND_SESSION = 0x8
 OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
 OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
@@ -204,9 +213,11 @@ def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
     return (COOKIE_TAG << 60) | (kind << 56) | ((obj & 0xFFFFFFFF) << 24) | (backend & 0xFFFFFF)
 
 
-# the two drop flows after a conntrack commit, read by every counter poll
+# the counted flows after a conntrack commit, read by every counter poll
 CT_DROP_FULL_COOKIE = cookie(KIND_CT_DROP, CT_DROP_FULL)
 CT_DROP_GONE_COOKIE = cookie(KIND_CT_DROP, CT_DROP_GONE)
+CT_REPICK_COOKIE = cookie(KIND_CT_DROP, CT_REPICK)
+CT_AFTER_COMMIT_COOKIES = (CT_DROP_FULL_COOKIE, CT_DROP_GONE_COOKIE, CT_REPICK_COOKIE)
 
 
 def vip_cookie(kind: int, vip: str) -> int:
@@ -386,8 +397,12 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
                   # connection (label 0) the zone was full
                   _flow(CT_FWD, PRIO_CT_FULL, ((REG_COMMITTED, 1), ("ct_label", 0)), (),
                         CT_DROP_FULL_COOKIE),
-                  _flow(CT_FWD, PRIO_CT_GONE, ((REG_COMMITTED, 1),), (),
+                  _flow(CT_FWD, PRIO_CT_GONE, ((REG_COMMITTED, 1), (REG_REPICKED, 1)), (),
                         CT_DROP_GONE_COOKIE),
+                  # committed to a backend just removed: through the group once more
+                  _flow(CT_FWD, PRIO_CT_REPICK, ((REG_COMMITTED, 1),),
+                        (SetField(REG_REPICKED, 1), SetField(REG_COMMITTED, 0),
+                         Resubmit(CT_FWD)), CT_REPICK_COOKIE),
                   _flow(CT_COMMIT, PRIO_LEARN, (("eth_type", ETH_IP),),
                         (SetField(REG_COMMITTED, 1), CT_COMMIT_LABELLED), ck),
                   _flow(CT_COMMIT, PRIO_MISS, (), (), ck)]
@@ -439,7 +454,9 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
                  ("ipv4_dst", key.vip), (dst, key.port))
     if conntrack:
         to_sessions: Action = Conntrack(CT_ZONE, table=CT_FWD)
-        table, new_only = CT_FWD, (("ct_state", CT_NEW),)
+        # UDP: an established flow gets here only if no backend flow serves its label
+        # (committed to a backend as its removal purged it): it is balanced again
+        table, new_only = CT_FWD, (("ct_state", CT_NEW if key.proto == "tcp" else CT_ORIG),)
     else:
         to_sessions, table, new_only = GotoTable(SESSION_FWD), SERVICE, ()
     flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4, (to_sessions,), ck)]

@@ -34,6 +34,8 @@ from lbrp_app import pipeline as pl
 from lbrp_app.ctdump import labelled_entries
 from lbrp_app.model import Config
 
+ZONE_FULL_WARN_EVERY_S = 60.0  # the log's zone-full warning, at most this often
+
 
 class Monotonic:
     """Running totals of counters that may drop back to zero."""
@@ -102,7 +104,8 @@ class StatsBook:
         # what the totals hold, so that prune visits only what is gone
         self.seen_pairs: set[tuple[int, int]] = set()  # (service id, backend id)
         self.seen_sids: set[int] = set()
-        self.seen_drops: set[int] = set()  # drop flows' cookies
+        self.seen_drops: set[int] = set()  # counted flows' cookies (drops, re-picks)
+        self.zone_full_reported = (0, float("-inf"))  # (drops, when) at the last warning
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
                         nbytes: int) -> None:
@@ -164,7 +167,7 @@ class StatsBook:
         sids = {key.service_id for key in cfg.services}
         drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
                  | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
-                 | {pl.CT_DROP_FULL_COOKIE, pl.CT_DROP_GONE_COOKIE})
+                 | set(pl.CT_AFTER_COMMIT_COOKIES))
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
         dead_drops = self.seen_drops - drops
         keys: list[Any] = []
@@ -190,10 +193,27 @@ class StatsBook:
         switches; conntrack pinning)."""
         return self._total("drop", pl.CT_DROP_FULL_COOKIE)
 
+    def zone_full_news(self, now: float, every: float = ZONE_FULL_WARN_EVERY_S
+                       ) -> tuple[int, int] | None:
+        """(drops, new since the last warning) when a full zone dropped packets since the
+        last warning and ``every`` seconds passed (monotonic ``now``); then they count as
+        warned about. None otherwise."""
+        drops = self.zone_full_drops()
+        reported, at = self.zone_full_reported
+        if drops <= reported or now - at < every:
+            return None
+        self.zone_full_reported = (drops, now)
+        return drops, drops - reported
+
     def backend_gone_drops(self) -> int:
-        """Packets of new sessions dropped after their commit because their backend was
-        removed as they began (all switches; conntrack pinning)."""
+        """Packets of new sessions dropped after their commit because the backends they
+        picked were removed as they began, twice in a row (all switches; conntrack)."""
         return self._total("drop", pl.CT_DROP_GONE_COOKIE)
+
+    def backend_gone_repicks(self) -> int:
+        """New sessions committed to a backend removed as they began, and sent through
+        their service's group again (all switches; conntrack pinning)."""
+        return self._total("drop", pl.CT_REPICK_COOKIE)
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""
@@ -263,6 +283,8 @@ class StatsBook:
                 "conntrack_sessions": None if learn else self.conntrack_sessions,
                 "conntrack_zone_full_drops": None if learn else self.zone_full_drops(),
                 "conntrack_backend_gone_drops": None if learn else self.backend_gone_drops(),
+                "conntrack_backend_gone_repicks":
+                    None if learn else self.backend_gone_repicks(),
                 "last_poll": self.polled_at,
                 "last_reconcile": last_reconcile,
             },

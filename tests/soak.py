@@ -18,7 +18,8 @@ For ``--minutes`` it runs, on one lab and one real controller:
 It checks the rules: a long-lived session on a stable backend never breaks nor
 changes backend (those on b3 may break when their backend is removed); the
 session tables never exceed ``max_sessions``, and (conntrack) no new session's
-packet is dropped for a full zone; the controller's RSS does not keep growing;
+packet is dropped after its commit (for a full zone, or a backend removed as it
+began and not balanced again); the controller's RSS does not keep growing;
 short sessions almost all succeed; the controller log has no ERROR or Traceback.
 Prints a summary and exits 1 when a rule was broken.
 """
@@ -288,15 +289,17 @@ class Soak:
             self.rest("PUT", f"{base}/{ip}/{port}", {"weight": weight})
         self.changes[action] += 1
 
-    def ct_drops(self) -> tuple[int, int]:
-        """(zone full, backend gone): packets of new sessions dropped after their conntrack
-        commit, as the controller's last counter poll read them (every 2 s here)."""
+    def ct_drops(self) -> tuple[int, int, int]:
+        """(zone full, backend gone twice, backend gone): packets of new sessions dropped
+        after their conntrack commit, and new sessions balanced again there, as the
+        controller's last counter poll read them (every 2 s here)."""
         time.sleep(2.5)  # a poll after the last drops
         status, doc = self.ctl.request("GET", "/stats")
         if status != 200:
             raise RuntimeError(f"GET /stats: {status} {doc}")
         ctl = doc["controller"]
-        return ctl["conntrack_zone_full_drops"], ctl["conntrack_backend_gone_drops"]
+        return (ctl["conntrack_zone_full_drops"], ctl["conntrack_backend_gone_drops"],
+                ctl["conntrack_backend_gone_repicks"])
 
     # --- samples
     def sample(self) -> None:
@@ -360,9 +363,13 @@ class Soak:
                 self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
         if not self.rounds:
             self.problem("no round of long-lived sessions completed")
-        full, gone = self.ct_drops() if self.args.pinning == "conntrack" else (None, None)
+        full, gone, repicked = (self.ct_drops() if self.args.pinning == "conntrack"
+                                else (None, None, None))
         if full:
             self.problem(f"{full} packets of new sessions dropped: the conntrack zone was full")
+        if gone:
+            self.problem(f"{gone} packets of new sessions dropped: their backend was removed, "
+                         "and so was the one picked again")
         summary = {
             "minutes": self.args.minutes,
             "changes": self.changes,
@@ -382,7 +389,8 @@ class Soak:
             "zone_count_max": max(s["counted"] for s in self.samples) if full is not None
             else None,
             "zone_full_drops": full,
-            # the race of a removal with a session's first packet; retransmitted, not lost
+            # the race of a removal with a session's first packet: balanced again
+            "backend_gone_repicks": repicked,
             "backend_gone_drops": gone,
             "log_error_lines": len(bad_lines),
             "problems": self.problems,

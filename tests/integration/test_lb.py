@@ -382,6 +382,106 @@ def test_removing_a_shared_backend_keeps_the_other_services_sessions(lb: Any) ->
     assert "b2" not in web_held["by_backend"], web_held
 
 
+def appctl(*args: str) -> str:
+    return subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def fixed_ports(net: Any) -> int:
+    """The first of 3,300 client ports below the ephemeral range (an earlier test's TCP
+    connection from the same port could still be in TIME_WAIT), one block per mode."""
+    return 16_000 if net.mode == "learn" else 20_000
+
+
+AFTER_COMMIT = re.compile(r"ct_label\(0x[0-9a-f]+\).*in_port\(lb0-eth1\)")
+"""A client packet's datapath flow that matches one exact ct_label: the pass after the
+commit (``ovs-appctl dpctl/dump-flows -m`` prints every other label with a mask)."""
+
+
+def delete_datapath_flows(key: re.Pattern[str]) -> int:
+    """Delete the cached datapath flows whose match ``key`` finds; how many."""
+    deleted = 0
+    for line in appctl("dpctl/dump-flows", "-m").splitlines():
+        match = line.split(", packets:")[0]
+        if line.startswith("ufid:") and key.search(match):
+            appctl("dpctl/del-flow", match)
+            deleted += 1
+    return deleted
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_a_new_session_that_picks_a_backend_being_removed_goes_to_a_live_one(
+        lb: Any, proto: str) -> None:
+    """The window between a REST change and OVS's revalidation of its cached flows, held.
+
+    With the revalidators paused, the datapath keeps the flows that picked among the old
+    buckets. Conntrack: a new session's first packet picks the removed backend there and
+    is committed with its label; the pass after the commit, which the race leaves
+    uncached (the test deletes its cached flows), finds no flow for that label. It must
+    be balanced again, not dropped (a lost SYN costs a connect 1 s; in soaks about one
+    new session per change met this). Learn: every new 5-tuple is translated afresh, so
+    none can pick it.
+    """
+    ctl: Controller = lb.ctl
+    base = fixed_ports(lb)
+    path, gone, port, live = ((DNS, B1, 8003, {"b3"}) if proto == "udp"
+                              else (WEB, B2, 8002, {"b1", "b3"}))
+    def counted(ck: int) -> int:  # packets of a flow of CT_FWD
+        return sum(n_packets(ln) for ln in flows(lb, pl.CT_FWD) if f"cookie={ck:#x}," in ln)
+
+    before = [counted(ck) for ck in (pl.CT_REPICK_COOKIE, pl.CT_DROP_GONE_COOKIE)]
+    appctl("revalidator/pause")
+    try:
+        warm = client(lb, proto, 1500, extra=["--src-port-base", str(base)])
+        assert warm["ok"] == 1500 and set(warm["by_backend"]) == live | {
+            "b1" if proto == "udp" else "b2"}, warm
+        assert ctl.request("DELETE", f"{path}/backends/{gone}/{port}")[0] == 204
+        uncached = delete_datapath_flows(AFTER_COMMIT)
+        res = client(lb, proto, 600, timeout=1, extra=["--src-port-base", str(base + 2000)])
+    finally:
+        appctl("revalidator/resume")
+    print(f"\n{lb.mode} {proto}: {uncached} datapath flows after a commit deleted; "
+          f"new sessions {res}")
+    assert res["ok"] == 600 and set(res["by_backend"]) <= live, res
+    if lb.mode == "conntrack":
+        repicked, dropped = (counted(ck) - n for ck, n in zip(
+            (pl.CT_REPICK_COOKIE, pl.CT_DROP_GONE_COOKIE), before, strict=True))
+        print(f"re-picked: {repicked}, dropped: {dropped}")
+        assert repicked > 0 and dropped == 0
+        total = repicked + before[0]
+        wait_for(lambda: ctl.request("GET", "/stats")[1]["controller"][
+            "conntrack_backend_gone_repicks"] >= total, 30, f"{total} re-picked in /stats")
+
+
+def test_a_udp_flow_left_on_a_removed_backend_moves_to_a_live_one(lb: Any) -> None:
+    """A UDP flow committed to a backend after its removal purged the backend's sessions.
+
+    With the revalidators paused, new flows keep going to the removed backend b1 through
+    the datapath's cached flows, and their connections, committed after the purge, keep
+    b1's label. Once the cache is revalidated, the next datagram of such a flow must go
+    to a live backend (as after a purge), not be dropped until the flow falls silent for
+    udp_idle_timeout. Learn: the purge and the fresh translation of every new 5-tuple
+    leave nothing on b1.
+    """
+    ctl: Controller = lb.ctl
+    base = ["--src-port-base", str(fixed_ports(lb) + 3000)]
+    appctl("revalidator/pause")
+    try:
+        warm = client(lb, "udp", 1500, extra=["--src-port-base", str(fixed_ports(lb))])
+        assert warm["ok"] == 1500 and set(warm["by_backend"]) == {"b1", "b3"}, warm
+        assert ctl.request("DELETE", f"{DNS}/backends/{B1}/8003")[0] == 204
+        stale = client(lb, "udp", 300, timeout=1, extra=base)
+    finally:
+        appctl("revalidator/resume")
+    appctl("revalidator/wait")
+    again = client(lb, "udp", 300, timeout=1, extra=base)  # the same 300 flows
+    print(f"\n{lb.mode}: while the cache was stale {stale['by_backend']}; "
+          f"the same flows after {again}")
+    if lb.mode == "conntrack":  # the cache did send new flows to b1
+        assert stale["by_backend"].get("b1", 0) > 0, stale
+    assert again["ok"] == 300 and set(again["by_backend"]) == {"b3"}, again
+
+
 def test_service_without_backends_rejects_tcp_with_rst_and_udp_with_icmp(lb: Any) -> None:
     ctl: Controller = lb.ctl
     assert ctl.request("PUT", f"/services/{VIP}/tcp/7000", {})[0] == 201

@@ -45,11 +45,14 @@ def test_stats_footer_shows_the_conntrack_drops_only_when_there_are_some() -> No
 
     ctl = {"switches_programmed": 1, "echo_replies": 0, "packet_ins_dropped_by_meter": 0,
            "conntrack_sessions": 12, "conntrack_zone_full_drops": 0,
-           "conntrack_backend_gone_drops": 0}
+           "conntrack_backend_gone_drops": 0, "conntrack_backend_gone_repicks": 0}
     quiet = format_stats({"services": [], "controller": ctl})
     assert "conntrack sessions (all services): 12" in quiet and "dropped" not in quiet.split(
         "meter")[1]
-    ctl.update(conntrack_zone_full_drops=3, conntrack_backend_gone_drops=2)
+    assert "balanced again" not in quiet
+    ctl.update(conntrack_zone_full_drops=3, conntrack_backend_gone_drops=2,
+               conntrack_backend_gone_repicks=7)
     loud = format_stats({"services": [], "controller": ctl})
     assert "dropped with the zone full: 3" in loud
-    assert "dropped as their backend went: 2" in loud
+    assert "balanced again as their backend went: 7" in loud
+    assert "dropped as their backends went: 2" in loud

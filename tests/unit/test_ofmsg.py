@@ -199,19 +199,21 @@ def test_conntrack_commit_and_reply_restore_encode_as_ovs_reads_them() -> None:
 
 
 def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() -> None:
-    """The two drop flows after the commit (table CT_FWD: zone full, backend gone) are read
-    by exact cookie with conntrack pinning; learn has no such flows and no such requests."""
+    """The counted flows after the commit (table CT_FWD: zone full, backend gone twice,
+    backend gone and picked again) are read by exact cookie with conntrack pinning;
+    learn has no such flows and no such requests."""
     svc = Service(ServiceKey("13.13.13.13", "tcp", 80), "web", (Backend("10.0.1.2", 8080, 1),))
     learn = Config().with_service(svc)
     ct = replace(learn, settings=replace(learn.settings, session_pinning="conntrack"))
     after_commit = {pl.cookie(pl.KIND_CT_DROP, why) for why in (pl.CT_DROP_FULL,
-                                                                pl.CT_DROP_GONE)}
+                                                                pl.CT_DROP_GONE,
+                                                                pl.CT_REPICK)}
 
     def drops(cfg: Config) -> dict[int, Any]:
         return {key[1]: msg for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
                 if key[0] == "drop"}
 
-    assert len(after_commit) == 2 and not after_commit & set(drops(learn))
+    assert len(after_commit) == 3 and not after_commit & set(drops(learn))
     for ck in after_commit:
         req = drops(ct)[ck]
         assert (req.table_id, req.cookie, req.cookie_mask) == (pl.CT_FWD, ck, pl.ALL_ONES)

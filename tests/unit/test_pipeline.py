@@ -206,12 +206,24 @@ def test_conntrack_pinning_commits_with_a_label_and_rewrites_both_ways_without_n
     assert fwd[(pl.PRIO_CT_EST, (("ct_state", pl.CT_ORIG), ("ct_label", label),
                                  ("eth_type", pl.ETH_IP), ("ip_proto", 6)))] == (
         pl.SetField("ipv4_dst", "10.0.1.2"), pl.SetField("tcp_dst", 8002), pl.Output(2))
-    # ...and a committed packet that none of those serves is dropped, not sent on: no
-    # connection (label 0) means the zone was full; a label that no flow above serves,
-    # a backend removed as the session began
+    # ...and a committed packet that none of those serves is not sent on: no connection
+    # (label 0) means the zone was full (dropped); a label that no flow above serves, a
+    # backend removed as the session began: the packet goes through the group again, as
+    # a new connection not yet committed (reg3=0), once (reg7=1); then it is dropped
     assert fwd[(pl.PRIO_CT_FULL, ((pl.REG_COMMITTED, 1), ("ct_label", 0)))] == ()
-    assert fwd[(pl.PRIO_CT_GONE, ((pl.REG_COMMITTED, 1),))] == ()
-    assert pl.PRIO_SERVICE < pl.PRIO_CT_GONE < pl.PRIO_CT_FULL < pl.PRIO_CT_EST
+    assert fwd[(pl.PRIO_CT_REPICK, ((pl.REG_COMMITTED, 1),))] == (
+        pl.SetField(pl.REG_REPICKED, 1), pl.SetField(pl.REG_COMMITTED, 0),
+        pl.Resubmit(pl.CT_FWD))
+    assert fwd[(pl.PRIO_CT_GONE, ((pl.REG_COMMITTED, 1), (pl.REG_REPICKED, 1)))] == ()
+    assert (pl.PRIO_SERVICE < pl.PRIO_CT_REPICK < pl.PRIO_CT_GONE < pl.PRIO_CT_FULL
+            < pl.PRIO_CT_EST)
+    assert {pl.REG_REPICKED, pl.REG_COMMITTED}.isdisjoint(m for m, _ in new.match)
+    # UDP: any flow to the service that no backend flow serves goes to the group (a new
+    # one, or one committed to a backend as its removal purged it); TCP: new SYNs only
+    udp = c.with_service(Service(DNS, "", (B1,)))
+    (to_group,) = [f for f in flows_of(pl.desired_state(udp, PORTS), pl.CT_FWD)
+                   if f.priority == pl.PRIO_SERVICE and ("ip_proto", 17) in f.match]
+    assert ("ct_state", pl.CT_ORIG) in to_group.match and ("ct_state", pl.CT_NEW) in new.match
     # replies: the source becomes the VIP before the lookup, and goes back if not ours
     rev_in = [f for f in flows_of(st, pl.CLASSIFY) if ("ipv4_src", "10.0.1.2") in f.match]
     assert [f.actions for f in rev_in] == [(

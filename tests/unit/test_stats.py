@@ -172,26 +172,35 @@ def test_drops_after_the_commit_are_totalled_reported_and_never_pruned() -> None
 
     full = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL)
     gone = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_GONE)
+    again = pl.cookie(pl.KIND_CT_DROP, pl.CT_REPICK)
     ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
     book = StatsBook()
     for dpid, packets in ((1, 5), (2, 2), (1, 9)):  # two switches; switch 1 read twice
-        book.on_reading(dpid, Reading(drops={full: packets, gone: 1}), now=1.0)
-    assert (book.zone_full_drops(), book.backend_gone_drops()) == (11, 2)
+        book.on_reading(dpid, Reading(drops={full: packets, gone: 1, again: 3 * dpid}),
+                        now=1.0)
+    assert (book.zone_full_drops(), book.backend_gone_drops(),
+            book.backend_gone_repicks()) == (11, 2, 9)
     ctl = book.snapshot(CFG, 2, None)["controller"]
-    assert ctl["conntrack_zone_full_drops"] is None and ctl["conntrack_backend_gone_drops"] is None
+    assert all(ctl[k] is None for k in ("conntrack_zone_full_drops",
+                                        "conntrack_backend_gone_drops",
+                                        "conntrack_backend_gone_repicks"))
     doc = book.snapshot(ct, 2, None)
     assert doc["controller"]["conntrack_zone_full_drops"] == 11
     assert doc["controller"]["conntrack_backend_gone_drops"] == 2
+    assert doc["controller"]["conntrack_backend_gone_repicks"] == 9
     families = {f.name: f for f in text_string_to_metric_families(render(doc).decode())}
     samples = {s.labels["reason"]: (s.name, s.value)
                for s in families["lbrp_conntrack_dropped_new_session_packets"].samples}
     name = "lbrp_conntrack_dropped_new_session_packets_total"
     assert samples == {"zone_full": (name, 11), "backend_gone": (name, 2)}
+    assert [(s.name, s.value) for s in families["lbrp_conntrack_repicked_new_sessions"]
+            .samples] == [("lbrp_conntrack_repicked_new_sessions_total", 9)]
     assert "lbrp_conntrack_dropped_new_session_packets" not in {
         f.name for f in text_string_to_metric_families(render(book.snapshot(CFG, 2, None))
                                                           .decode())}
     book.prune(ct.without_service(WEB))  # no service left: these counters stay
-    assert (book.zone_full_drops(), book.backend_gone_drops()) == (11, 2)
+    assert (book.zone_full_drops(), book.backend_gone_drops(),
+            book.backend_gone_repicks()) == (11, 2, 9)
 
 
 def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> None:
@@ -236,3 +245,17 @@ def test_labelled_connections_lists_original_tuples_by_label() -> None:
         ("tcp", "10.0.0.1", "13.13.13.13", 40000, 8000),
         ("udp", "10.0.0.3", "13.13.13.13", 5353, 8000)]
     assert labelled_connections(dump, set()) == []
+
+
+def test_a_full_zone_is_warned_about_at_most_once_a_minute_and_only_when_it_dropped_more(
+) -> None:
+    full = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL)
+    book = StatsBook()
+    book.on_reading(1, Reading(drops={full: 0}), now=0.0)
+    assert book.zone_full_news(now=100.0) is None  # nothing dropped
+    book.on_reading(1, Reading(drops={full: 40}), now=1.0)
+    assert book.zone_full_news(now=100.0) == (40, 40)
+    book.on_reading(1, Reading(drops={full: 55}), now=2.0)
+    assert book.zone_full_news(now=159.0) is None  # within the minute: later
+    assert book.zone_full_news(now=160.0) == (55, 15)
+    assert book.zone_full_news(now=500.0) is None  # no new drop since
