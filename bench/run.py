@@ -1504,7 +1504,8 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 for k in range(n_procs):
                     n = opts.held // n_procs + (1 if k < opts.held % n_procs else 0)
                     args = [sys.executable, str(HOLDER), "--n", str(n),
-                            "--inflight", str(max(20, opts.held_inflight // n_procs)),
+                            # the total is the cap (a floor per process made 64 into 180)
+                            "--inflight", str(max(1, opts.held_inflight // n_procs)),
                             "--open-deadline", str(open_deadline),
                             "--wait-go", str(open_deadline + 180),
                             "--verify-rate", str(round(opts.held_verify_rate / n_procs))]
