@@ -123,10 +123,9 @@ app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
-0 conntrack check after the commit (object 0: zone full, 1: backend gone twice, 2:
-picked again). Bucket
-ids are backend ids, so bucket counters follow their backend. Meter 1 limits
-packet-ins (ICMP echo and rejects).
+0 conntrack check after the commit (object 0: zone full, 1: backend gone twice,
+2: picked again). Bucket ids are backend ids, so bucket counters follow their
+backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 """
 
 from __future__ import annotations
@@ -188,9 +187,10 @@ KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
 KIND_FRAG = 0x6
 KIND_NOT_SYN = 0x7
-KIND_CT_DROP = 0x0  # conntrack: a new session's packet that failed after its commit
-CT_DROP_FULL, CT_DROP_GONE, CT_REPICK = 0, 1, 2  # ... its object: zone full (dropped);
-# its backend gone again after a re-pick (dropped); its backend gone (picked again)
+KIND_CT_DROP = 0x0  # conntrack: the counted checks of a new session after its commit
+# ... their object: zone full (dropped); backend gone after a re-pick too (dropped);
+# backend gone (picked again)
+CT_DROP_FULL, CT_DROP_GONE, CT_REPICK = 0, 1, 2
 KIND_SESSION = 0x8
 OWN_FLOWS_COOKIE = (COOKIE_TAG << 60)
 OWN_FLOWS_MASK = (0xF << 60) | (0x8 << 56)  # tag + "not a session"
