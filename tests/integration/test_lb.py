@@ -426,6 +426,7 @@ def test_a_new_session_that_picks_a_backend_being_removed_goes_to_a_live_one(
     base = fixed_ports(lb)
     path, gone, port, live = ((DNS, B1, 8003, {"b3"}) if proto == "udp"
                               else (WEB, B2, 8002, {"b1", "b3"}))
+
     def counted(ck: int) -> int:  # packets of a flow of CT_FWD
         return sum(n_packets(ln) for ln in flows(lb, pl.CT_FWD) if f"cookie={ck:#x}," in ln)
 
