@@ -1208,10 +1208,13 @@ def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 quiet = wait_quiet()  # e.g. ovs-vswitchd still freeing a learn run's flows
                 before = vswitchd_threads_cpu()
                 sess = run_sessions(b, setup, src)
-                cpu = sum(vswitchd_cpu_since(before).values())
+                by_thread = vswitchd_cpu_since(before)
+                cpu = sum(by_thread.values())
                 n = max(1, sess["ok"] + sess["failed"])
                 runs.append({"round": r + 1, "setup": setup, "sessions": sess,
                              "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
+                             "vswitchd_cpu_s_by_thread": {
+                                 k: round(v, 3) for k, v in by_thread.items() if v},
                              "vswitchd_rss_kib": vswitchd_rss_kib(), "quiet_wait": quiet})
                 log(f"rate {r + 1}/{opts.rate_reps} {setup}: {sess['ok_per_s']} sessions/s, "
                     f"p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}")
