@@ -284,7 +284,7 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
 
     Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
     per backend and session table, per service classifier, per drop flow (conntrack: also
-    the two after the commit); then group and meter stats. A generator: 2,000 services make
+    the three after the commit); then group and meter stats. A generator: 2,000 services make
     38,000 requests, about 0.5 s to build, which the poller spreads over its round trips
     (``switch.request_paced``).
     """

@@ -187,7 +187,7 @@ KIND_REJECT = 0x4
 KIND_BACKEND = 0x5
 KIND_FRAG = 0x6
 KIND_NOT_SYN = 0x7
-KIND_CT_DROP = 0x0  # conntrack: the counted checks of a new session after its commit
+KIND_CT_AFTER_COMMIT = 0x0  # conntrack: the counted checks of a new session after its commit
 # ... their object: zone full (dropped); backend gone after a re-pick too (dropped);
 # backend gone (picked again)
 CT_DROP_FULL, CT_DROP_GONE, CT_REPICK = 0, 1, 2
@@ -214,9 +214,9 @@ def cookie(kind: int, obj: int = 0, backend: int = 0) -> int:
 
 
 # the counted flows after a conntrack commit, read by every counter poll
-CT_DROP_FULL_COOKIE = cookie(KIND_CT_DROP, CT_DROP_FULL)
-CT_DROP_GONE_COOKIE = cookie(KIND_CT_DROP, CT_DROP_GONE)
-CT_REPICK_COOKIE = cookie(KIND_CT_DROP, CT_REPICK)
+CT_DROP_FULL_COOKIE = cookie(KIND_CT_AFTER_COMMIT, CT_DROP_FULL)
+CT_DROP_GONE_COOKIE = cookie(KIND_CT_AFTER_COMMIT, CT_DROP_GONE)
+CT_REPICK_COOKIE = cookie(KIND_CT_AFTER_COMMIT, CT_REPICK)
 CT_AFTER_COMMIT_COOKIES = (CT_DROP_FULL_COOKIE, CT_DROP_GONE_COOKIE, CT_REPICK_COOKIE)
 
 

@@ -71,8 +71,8 @@ class Reading:
     sessions: dict[tuple[int, int, int], tuple[int, int, int]] = field(default_factory=dict)
     # (group id, bucket id) -> (packets, bytes): first packets of new sessions per backend
     buckets: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    # cookie of a drop flow (fragments per VIP, not-SYN per service, conntrack's two
-    # after the commit) -> packets
+    # cookie of a counted flow (drops: fragments per VIP, not-SYN per service;
+    # conntrack's three after the commit: two drops and the re-pick) -> packets
     drops: dict[int, int] = field(default_factory=dict)
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)

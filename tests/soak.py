@@ -45,7 +45,6 @@ if str(REPO) not in sys.path:
 
 import yaml
 
-from lbrp_app.ctdump import parse_zone_count
 from lbrp_app.pipeline import CT_ZONE
 from tests.integration.test_reliability import rss_mib
 from topologies.controller import Controller, free_port
@@ -195,7 +194,7 @@ class Soak:
         for wall, method, path, body, status in near:
             print(f"    {clock(wall)} {method} {path} {body} -> {status}")
         if self.args.pinning == "conntrack":
-            print(f"  zone full: {self.ct_drops()[0]} packets dropped so far; "
+            print(f"  zone full: {self.after_commit()[0]} packets dropped so far; "
                   + sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}").strip())
             entries = sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}").splitlines()
             ports = {f"sport={u['port']}," for u in unanswered if u["port"]}
@@ -289,15 +288,18 @@ class Soak:
             self.rest("PUT", f"{base}/{ip}/{port}", {"weight": weight})
         self.changes[action] += 1
 
-    def ct_drops(self) -> tuple[int, int, int]:
-        """(zone full, backend gone twice, backend gone): packets of new sessions dropped
-        after their conntrack commit, and new sessions balanced again there, as the
-        controller's last counter poll read them (every 2 s here)."""
-        time.sleep(2.5)  # a poll after the last drops
+    def controller_counters(self) -> dict[str, Any]:
+        """The controller part of ``/stats``, as its last counter poll (every 2 s) read it."""
         status, doc = self.ctl.request("GET", "/stats")
         if status != 200:
             raise RuntimeError(f"GET /stats: {status} {doc}")
-        ctl = doc["controller"]
+        return doc["controller"]
+
+    def after_commit(self) -> tuple[int, int, int]:
+        """(zone full, backend gone twice, backend gone): packets of new sessions dropped
+        after their conntrack commit, and new sessions balanced again there."""
+        time.sleep(2.5)  # a poll after the last drops
+        ctl = self.controller_counters()
         return (ctl["conntrack_zone_full_drops"], ctl["conntrack_backend_gone_drops"],
                 ctl["conntrack_backend_gone_repicks"])
 
@@ -309,8 +311,8 @@ class Soak:
         else:  # connections in the sessions' conntrack zone
             fwd = rev = len(sh("ovs-appctl", "dpctl/dump-conntrack", f"zone={CT_ZONE}")
                             .splitlines())
-            n = parse_zone_count(sh("ovs-appctl", "dpctl/ct-get-limits", f"zone={CT_ZONE}"),
-                                 CT_ZONE)
+            # the zone limit's count, which the controller's poll reads anyway
+            n = self.controller_counters()["conntrack_sessions"]
             counted = -1 if n is None else n
         s = {"t": time.monotonic(), "ctl_rss": rss_mib(self.ctl.proc.pid if self.ctl.proc
                                                       else None),
@@ -363,7 +365,7 @@ class Soak:
                 self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
         if not self.rounds:
             self.problem("no round of long-lived sessions completed")
-        full, gone, repicked = (self.ct_drops() if self.args.pinning == "conntrack"
+        full, gone, repicked = (self.after_commit() if self.args.pinning == "conntrack"
                                 else (None, None, None))
         if full:
             self.problem(f"{full} packets of new sessions dropped: the conntrack zone was full")

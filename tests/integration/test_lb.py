@@ -103,10 +103,15 @@ def flows(net: Any, table: int) -> list[str]:
             if "cookie=" in ln]
 
 
+def appctl(*args: str) -> str:
+    """``ovs-appctl`` ARGS' output (fails the test on an error)."""
+    return subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def conntrack_entries(backend: str = "", bport: int = 0) -> list[str]:
     """Conntrack entries of lbrp's zone (of one backend of the TCP service, by label)."""
-    out = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={pl.CT_ZONE}"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = appctl("dpctl/dump-conntrack", f"zone={pl.CT_ZONE}").splitlines()
     if backend:  # the TCP service's connections (UDP tests also use these backends)
         label = pl.ct_label(ServiceKey(VIP, "tcp", 8000), Backend(backend, bport))
         out = [ln for ln in out
@@ -305,8 +310,7 @@ def test_a_client_port_reused_after_a_purge_gets_its_first_reply_rewritten(lb: A
     ports = ["--src-port-base", str(base)]
 
     def cached_replies() -> list[str]:
-        out = subprocess.run(["ovs-appctl", "dpctl/dump-flows"], capture_output=True,
-                             text=True, check=True).stdout.splitlines()
+        out = appctl("dpctl/dump-flows").splitlines()
         return [ln for ln in out for m in [re.search(r"udp\(src=8002,dst=(\d+)\)", ln)]
                 if m and base <= int(m.group(1)) < base + n]
 
@@ -380,11 +384,6 @@ def test_removing_a_shared_backend_keeps_the_other_services_sessions(lb: Any) ->
     # WEB's sessions on b2 are cut, the others live on
     assert web_held["failed"] >= 1 and web_held["changed_backend"] == 0, web_held
     assert "b2" not in web_held["by_backend"], web_held
-
-
-def appctl(*args: str) -> str:
-    return subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True,
-                          check=True).stdout
 
 
 def fixed_ports(net: Any) -> int:

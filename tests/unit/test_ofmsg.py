@@ -205,7 +205,7 @@ def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() 
     svc = Service(ServiceKey("13.13.13.13", "tcp", 80), "web", (Backend("10.0.1.2", 8080, 1),))
     learn = Config().with_service(svc)
     ct = replace(learn, settings=replace(learn.settings, session_pinning="conntrack"))
-    after_commit = {pl.cookie(pl.KIND_CT_DROP, why) for why in (pl.CT_DROP_FULL,
+    after_commit = {pl.cookie(pl.KIND_CT_AFTER_COMMIT, why) for why in (pl.CT_DROP_FULL,
                                                                 pl.CT_DROP_GONE,
                                                                 pl.CT_REPICK)}
 

@@ -170,9 +170,9 @@ def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
 def test_drops_after_the_commit_are_totalled_reported_and_never_pruned() -> None:
     from dataclasses import replace
 
-    full = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL)
-    gone = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_GONE)
-    again = pl.cookie(pl.KIND_CT_DROP, pl.CT_REPICK)
+    full = pl.cookie(pl.KIND_CT_AFTER_COMMIT, pl.CT_DROP_FULL)
+    gone = pl.cookie(pl.KIND_CT_AFTER_COMMIT, pl.CT_DROP_GONE)
+    again = pl.cookie(pl.KIND_CT_AFTER_COMMIT, pl.CT_REPICK)
     ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
     book = StatsBook()
     for dpid, packets in ((1, 5), (2, 2), (1, 9)):  # two switches; switch 1 read twice
@@ -249,7 +249,7 @@ def test_labelled_connections_lists_original_tuples_by_label() -> None:
 
 def test_a_full_zone_is_warned_about_at_most_once_a_minute_and_only_when_it_dropped_more(
 ) -> None:
-    full = pl.cookie(pl.KIND_CT_DROP, pl.CT_DROP_FULL)
+    full = pl.cookie(pl.KIND_CT_AFTER_COMMIT, pl.CT_DROP_FULL)
     book = StatsBook()
     book.on_reading(1, Reading(drops={full: 0}), now=0.0)
     assert book.zone_full_news(now=100.0) is None  # nothing dropped
