@@ -218,13 +218,29 @@ class Options:
     lab_switches: str = "ovs"
     lb_ports: str = "system"
     hops: bool = False
+    rate_blocks: bool = False
+
+    @property
+    def baselines(self) -> list[str]:
+        """The setups without lbrp, in order."""
+        return (["plain"] + (["select"] if self.select_baseline else [])
+                + (["ct-select"] if self.ct_select_baseline else []))
 
     @property
     def setups(self) -> list[str]:
         """Setups of one round, in order."""
-        base = (["plain"] + (["select"] if self.select_baseline else [])
-                + (["ct-select"] if self.ct_select_baseline else []))
-        return base + [f"lbrp-{m}" for m in self.modes]
+        return self.baselines + [f"lbrp-{m}" for m in self.modes]
+
+    def rate_schedule(self) -> list[tuple[int, list[str]]]:
+        """The rate phase's rounds: (round number from 1, its setups in running order).
+
+        By default every round runs every setup. With ``rate_blocks`` each lbrp mode
+        has its own block of ``rate_reps`` rounds with the baselines, in --modes order.
+        """
+        if not self.rate_blocks:
+            return [(r + 1, round_order(self.setups, r)) for r in range(self.rate_reps)]
+        return [(b * self.rate_reps + r + 1, round_order([*self.baselines, f"lbrp-{m}"], r))
+                for b, m in enumerate(self.modes) for r in range(self.rate_reps)]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -292,6 +308,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         "during the saturated run, to count client source ports lb0 "
                         "rewrote and SYNs resent (bench/hops.py; needs tcpdump; not with "
                         "--lb-ports afxdp, whose packets tcpdump does not see)")
+    p.add_argument("--rate-blocks", action="store_true",
+                   help="rate phase: one block of --rate-reps rounds per lbrp mode, each "
+                        "against the baselines, the blocks in --modes order, instead of "
+                        "every mode in every round")
     p.add_argument("--settle-timeout", type=float, default=20.0,
                    help="max seconds to wait for the lab's datapath flows to idle out")
     a = p.parse_args(argv)
@@ -333,10 +353,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         select_baseline=not a.no_select, ct_select_baseline=a.ct_select,
         settle_timeout=a.settle_timeout,
         app_src=a.app_src.resolve() if a.app_src else None, settings=settings,
-        lab_switches=a.lab_switches, lb_ports=a.lb_ports, hops=a.hops)
-    if "rate" in phases and FIRST_SOURCE + opts.rate_reps * len(opts.setups) > LAST_SOURCE:
-        p.error(f"--rate-reps: at most {(LAST_SOURCE - FIRST_SOURCE) // len(opts.setups)} "
-                f"with {len(opts.setups)} setups (one client address per run)")
+        lab_switches=a.lab_switches, lb_ports=a.lb_ports, hops=a.hops,
+        rate_blocks=a.rate_blocks)
+    n_rate_runs = sum(len(setups) for _, setups in opts.rate_schedule())
+    if "rate" in phases and FIRST_SOURCE + n_rate_runs > LAST_SOURCE:
+        p.error(f"--rate-reps: {n_rate_runs} rate runs, at most "
+                f"{LAST_SOURCE - FIRST_SOURCE} (one client address per run)")
     return opts
 
 
@@ -1198,9 +1220,10 @@ def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
     unavailable: dict[str, str] = out.setdefault("unavailable", {})
     with bench_lab(opts, work, out, servers=True) as b:
         b.unavailable = unavailable
-        srcs = iter(fresh_sources(b.net, opts.rate_reps * len(opts.setups), FIRST_SOURCE))
-        for r in range(opts.rate_reps):
-            for setup in round_order(opts.setups, r):
+        schedule = opts.rate_schedule()
+        srcs = iter(fresh_sources(b.net, sum(len(s) for _, s in schedule), FIRST_SOURCE))
+        for rnd, setups in schedule:
+            for setup in setups:
                 src = next(srcs)
                 b.clear()  # the same setup twice in a row starts afresh too
                 if not b.use(setup):
@@ -1211,12 +1234,12 @@ def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 by_thread = vswitchd_cpu_since(before)
                 cpu = sum(by_thread.values())
                 n = max(1, sess["ok"] + sess["failed"])
-                runs.append({"round": r + 1, "setup": setup, "sessions": sess,
+                runs.append({"round": rnd, "setup": setup, "sessions": sess,
                              "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
                              "vswitchd_cpu_s_by_thread": {
                                  k: round(v, 3) for k, v in by_thread.items() if v},
                              "vswitchd_rss_kib": vswitchd_rss_kib(), "quiet_wait": quiet})
-                log(f"rate {r + 1}/{opts.rate_reps} {setup}: {sess['ok_per_s']} sessions/s, "
+                log(f"rate {rnd}/{len(schedule)} {setup}: {sess['ok_per_s']} sessions/s, "
                     f"p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}")
 
 
@@ -1826,7 +1849,7 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         def sessions_per_s(r: dict[str, Any]) -> float | None:
             return r["sessions"]["ok_per_s"]
 
-        add(f"rate phase: new sessions/s (median of {opts.rate_reps} runs)",
+        add("rate phase: new sessions/s (median of runs)",
             per_setup(sessions_per_s, rate_runs))
         add_paired("rate phase: new sessions/s", sessions_per_s, rate_runs)
         lists = paired_ratio_lists(rate_runs, setups, sessions_per_s)

@@ -308,13 +308,13 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
         yield aggregate(("service_in", sid), pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
         if svc.key.proto == "tcp":
             ck = pl.cookie(pl.KIND_NOT_SYN, sid)
-            yield aggregate(("drop", ck), pl.CT_FWD if ct else pl.SERVICE, ck)
+            yield aggregate(("counted", ck), pl.CT_FWD if ct else pl.SERVICE, ck)
     for vip in cfg.vips():
         ck = pl.vip_cookie(pl.KIND_FRAG, vip)
-        yield aggregate(("drop", ck), pl.CLASSIFY, ck)
+        yield aggregate(("counted", ck), pl.CLASSIFY, ck)
     if ct:
         for ck in pl.CT_AFTER_COMMIT_COOKIES:
-            yield aggregate(("drop", ck), pl.CT_FWD, ck)
+            yield aggregate(("counted", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
     yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
     yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

@@ -73,7 +73,7 @@ class Reading:
     buckets: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     # cookie of a counted flow (drops: fragments per VIP, not-SYN per service;
     # conntrack's three after the commit: two drops and the re-pick) -> packets
-    drops: dict[int, int] = field(default_factory=dict)
+    counted: dict[int, int] = field(default_factory=dict)
     # service id -> (packets, bytes) of its classifier flow: every client packet to it
     service_in: dict[int, tuple[int, int]] = field(default_factory=dict)
     meter_dropped: int = 0
@@ -104,7 +104,7 @@ class StatsBook:
         # what the totals hold, so that prune visits only what is gone
         self.seen_pairs: set[tuple[int, int]] = set()  # (service id, backend id)
         self.seen_sids: set[int] = set()
-        self.seen_drops: set[int] = set()  # counted flows' cookies (drops, re-picks)
+        self.seen_counted: set[int] = set()  # counted flows' cookies (drops, re-picks)
         self.zone_full_reported = (0, float("-inf"))  # (drops, when) at the last warning
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
@@ -141,13 +141,13 @@ class StatsBook:
         self.active[dpid] = active
         self.seen_pairs.update(k[:2] for k in reading.sessions)
         self.seen_pairs.update(reading.buckets)
-        self.seen_drops.update(reading.drops)
+        self.seen_counted.update(reading.counted)
         self.seen_sids.update(reading.service_in)
         for key, (packets, nbytes) in reading.buckets.items():
             self.mono.update((dpid, "bucket", key), packets)
             self.mono.update((dpid, "bucket_bytes", key), nbytes)
-        for ck, packets in reading.drops.items():
-            self.mono.update((dpid, "drop", ck), packets)
+        for ck, packets in reading.counted.items():
+            self.mono.update((dpid, "counted", ck), packets)
         for sid, (packets, nbytes) in reading.service_in.items():
             self.mono.update((dpid, "svc_in", sid), packets)
             self.mono.update((dpid, "svc_in_bytes", sid), nbytes)
@@ -165,11 +165,11 @@ class StatsBook:
         pairs = {(svc.key.service_id, be.backend_id)
                  for svc in cfg.services.values() for be in svc.backends}
         sids = {key.service_id for key in cfg.services}
-        drops = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
-                 | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
-                 | set(pl.CT_AFTER_COMMIT_COOKIES))
+        counted = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
+                   | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
+                   | set(pl.CT_AFTER_COMMIT_COOKIES))
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
-        dead_drops = self.seen_drops - drops
+        dead_counted = self.seen_counted - counted
         keys: list[Any] = []
         removed = 0
         for dpid in self.dpids:
@@ -179,41 +179,31 @@ class StatsBook:
                     removed += self.removed.pop((dpid, sid, bid, table), None) is not None
                 keys += [(dpid, "bucket", (sid, bid)), (dpid, "bucket_bytes", (sid, bid))]
             keys += [(dpid, kind, sid) for sid in dead_sids for kind in ("svc_in", "svc_in_bytes")]
-            keys += [(dpid, "drop", ck) for ck in dead_drops]
+            keys += [(dpid, "counted", ck) for ck in dead_counted]
         for sid in [s for s in self.counters.rejects if s not in sids]:
             del self.counters.rejects[sid]
             removed += 1
         self.seen_pairs -= dead_pairs
         self.seen_sids -= dead_sids
-        self.seen_drops -= dead_drops
+        self.seen_counted -= dead_counted
         return self.mono.forget(keys) + removed
 
-    def zone_full_drops(self) -> int:
-        """Packets of new sessions dropped because the conntrack zone was full (all
-        switches; conntrack pinning)."""
-        return self._total("drop", pl.CT_DROP_FULL_COOKIE)
+    def counted(self, cookie: int) -> int:
+        """Packets of the counted flow ``cookie`` (see ``Reading.counted``), all switches;
+        e.g. ``pl.CT_DROP_FULL_COOKIE``: new sessions' packets a full zone dropped."""
+        return self._total("counted", cookie)
 
     def zone_full_news(self, now: float, every: float = ZONE_FULL_WARN_EVERY_S
                        ) -> tuple[int, int] | None:
         """(drops, new since the last warning) when a full zone dropped packets since the
         last warning and ``every`` seconds passed (monotonic ``now``); then they count as
         warned about. None otherwise."""
-        drops = self.zone_full_drops()
+        drops = self.counted(pl.CT_DROP_FULL_COOKIE)
         reported, at = self.zone_full_reported
         if drops <= reported or now - at < every:
             return None
         self.zone_full_reported = (drops, now)
         return drops, drops - reported
-
-    def backend_gone_drops(self) -> int:
-        """Packets of new sessions dropped after their commit because the backends they
-        picked were removed as they began, twice in a row (all switches; conntrack)."""
-        return self._total("drop", pl.CT_DROP_GONE_COOKIE)
-
-    def backend_gone_repicks(self) -> int:
-        """New sessions committed to a backend removed as they began, and sent through
-        their service's group again (all switches; conntrack pinning)."""
-        return self._total("drop", pl.CT_REPICK_COOKIE)
 
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""
@@ -264,10 +254,10 @@ class StatsBook:
                 "vip": svc.key.vip, "proto": svc.key.proto, "port": svc.key.port,
                 "name": svc.name, **totals,
                 "rejected_sessions": self.counters.rejects.get(sid, 0),
-                "dropped_not_syn": self._total("drop", pl.cookie(pl.KIND_NOT_SYN, sid)),
+                "dropped_not_syn": self.counted(pl.cookie(pl.KIND_NOT_SYN, sid)),
                 "backends": backends})
         vips = [{"vip": vip,
-                 "fragments_dropped": self._total("drop", pl.vip_cookie(pl.KIND_FRAG, vip))}
+                 "fragments_dropped": self.counted(pl.vip_cookie(pl.KIND_FRAG, vip))}
                 for vip in cfg.vips()]
         meter = self._total("meter")
         return {
@@ -281,10 +271,12 @@ class StatsBook:
                 "packet_ins_dropped_by_meter": meter,
                 "packet_ins_ignored": self.counters.ignored_packet_ins,
                 "conntrack_sessions": None if learn else self.conntrack_sessions,
-                "conntrack_zone_full_drops": None if learn else self.zone_full_drops(),
-                "conntrack_backend_gone_drops": None if learn else self.backend_gone_drops(),
+                "conntrack_zone_full_drops":
+                    None if learn else self.counted(pl.CT_DROP_FULL_COOKIE),
+                "conntrack_backend_gone_drops":
+                    None if learn else self.counted(pl.CT_DROP_GONE_COOKIE),
                 "conntrack_backend_gone_repicks":
-                    None if learn else self.backend_gone_repicks(),
+                    None if learn else self.counted(pl.CT_REPICK_COOKIE),
                 "last_poll": self.polled_at,
                 "last_reconcile": last_reconcile,
             },
@@ -311,8 +303,8 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         reading.sessions[k] = book.session_total(dpid, k, st.get("flow_count", 0),
                                                  st.get("packet_count", 0),
                                                  st.get("byte_count", 0))
-    elif kind == "drop":
-        reading.drops[k] = msg.body.stats.get("packet_count", 0)
+    elif kind == "counted":
+        reading.counted[k] = msg.body.stats.get("packet_count", 0)
     elif kind == "service_in":
         st = msg.body.stats
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))

@@ -23,6 +23,19 @@ def test_odd_rounds_run_the_setups_in_reverse() -> None:
     assert followers == {"lbrp-conntrack", "select"}
 
 
+def test_rate_blocks_give_each_mode_its_own_rounds_against_the_baselines() -> None:
+    args = ["--phases", "rate", "--modes", "learn,conntrack", "--no-select", "--rate-reps", "2"]
+    assert parse_args(args).rate_schedule() == [
+        (1, ["plain", "lbrp-learn", "lbrp-conntrack"]),
+        (2, ["lbrp-conntrack", "lbrp-learn", "plain"])]
+    assert parse_args([*args, "--rate-blocks"]).rate_schedule() == [
+        (1, ["plain", "lbrp-learn"]), (2, ["lbrp-learn", "plain"]),
+        (3, ["plain", "lbrp-conntrack"]), (4, ["lbrp-conntrack", "plain"])]
+    with pytest.raises(SystemExit):  # 2 blocks x 2 setups x 28 runs: over 110 addresses
+        parse_args([*args[:-1], "28", "--rate-blocks"])
+    assert len(parse_args([*args[:-1], "27", "--rate-blocks"]).rate_schedule()) == 54
+
+
 def test_learned_flows_add_up_the_session_tables() -> None:
     from bench.run import learned_flows
     assert learned_flows({"table10": 100_001, "table11": 100_001, "all": 200_040}) == 200_002

@@ -211,7 +211,7 @@ def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() 
 
     def drops(cfg: Config) -> dict[int, Any]:
         return {key[1]: msg for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
-                if key[0] == "drop"}
+                if key[0] == "counted"}
 
     assert len(after_commit) == 3 and not after_commit & set(drops(learn))
     for ck in after_commit:

@@ -30,7 +30,7 @@ def reading(new: int, fwd: tuple[int, int, int], rev: tuple[int, int, int],
         sessions={(SID, B1.backend_id, pl.SESSION_FWD): fwd,
                   (SID, B1.backend_id, pl.SESSION_REV): rev},
         buckets={(SID, B1.backend_id): (new, new * 60)},
-        drops={pl.cookie(pl.KIND_NOT_SYN, SID): 3, pl.vip_cookie(pl.KIND_FRAG, WEB.vip): 6},
+        counted={pl.cookie(pl.KIND_NOT_SYN, SID): 3, pl.vip_cookie(pl.KIND_FRAG, WEB.vip): 6},
         service_in={SID: svc_in}, meter_dropped=7)
 
 
@@ -176,10 +176,10 @@ def test_drops_after_the_commit_are_totalled_reported_and_never_pruned() -> None
     ct = replace(CFG, settings=replace(CFG.settings, session_pinning="conntrack"))
     book = StatsBook()
     for dpid, packets in ((1, 5), (2, 2), (1, 9)):  # two switches; switch 1 read twice
-        book.on_reading(dpid, Reading(drops={full: packets, gone: 1, again: 3 * dpid}),
+        book.on_reading(dpid, Reading(counted={full: packets, gone: 1, again: 3 * dpid}),
                         now=1.0)
-    assert (book.zone_full_drops(), book.backend_gone_drops(),
-            book.backend_gone_repicks()) == (11, 2, 9)
+    assert (book.counted(pl.CT_DROP_FULL_COOKIE), book.counted(pl.CT_DROP_GONE_COOKIE),
+            book.counted(pl.CT_REPICK_COOKIE)) == (11, 2, 9)
     ctl = book.snapshot(CFG, 2, None)["controller"]
     assert all(ctl[k] is None for k in ("conntrack_zone_full_drops",
                                         "conntrack_backend_gone_drops",
@@ -199,8 +199,8 @@ def test_drops_after_the_commit_are_totalled_reported_and_never_pruned() -> None
         f.name for f in text_string_to_metric_families(render(book.snapshot(CFG, 2, None))
                                                           .decode())}
     book.prune(ct.without_service(WEB))  # no service left: these counters stay
-    assert (book.zone_full_drops(), book.backend_gone_drops(),
-            book.backend_gone_repicks()) == (11, 2, 9)
+    assert (book.counted(pl.CT_DROP_FULL_COOKIE), book.counted(pl.CT_DROP_GONE_COOKIE),
+            book.counted(pl.CT_REPICK_COOKIE)) == (11, 2, 9)
 
 
 def test_conntrack_dump_gives_active_sessions_per_backend_when_asked_for() -> None:
@@ -251,11 +251,11 @@ def test_a_full_zone_is_warned_about_at_most_once_a_minute_and_only_when_it_drop
 ) -> None:
     full = pl.cookie(pl.KIND_CT_AFTER_COMMIT, pl.CT_DROP_FULL)
     book = StatsBook()
-    book.on_reading(1, Reading(drops={full: 0}), now=0.0)
+    book.on_reading(1, Reading(counted={full: 0}), now=0.0)
     assert book.zone_full_news(now=100.0) is None  # nothing dropped
-    book.on_reading(1, Reading(drops={full: 40}), now=1.0)
+    book.on_reading(1, Reading(counted={full: 40}), now=1.0)
     assert book.zone_full_news(now=100.0) == (40, 40)
-    book.on_reading(1, Reading(drops={full: 55}), now=2.0)
+    book.on_reading(1, Reading(counted={full: 55}), now=2.0)
     assert book.zone_full_news(now=159.0) is None  # within the minute: later
     assert book.zone_full_news(now=160.0) == (55, 15)
     assert book.zone_full_news(now=500.0) is None  # no new drop since
