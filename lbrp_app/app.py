@@ -31,7 +31,7 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5
 
 from lbrp_app import config as config_file
-from lbrp_app import ctdump, ofmsg, ovsdb, packets
+from lbrp_app import ctdump, memtrace, ofmsg, ovsdb, packets
 from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
 from lbrp_app.stats import Reading, StatsBook, count_conntrack_labels
@@ -127,6 +127,7 @@ class LbrpApp(app_manager.OSKenApp):
                         "client reusing a source port within that time may need a SYN "
                         "retransmission", ", ".join(short))
         thread = super().start()
+        memtrace.install()
         from lbrp_app.rest import serve
 
         self.rest_server = serve(self)

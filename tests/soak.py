@@ -30,6 +30,7 @@ import argparse
 import json
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,7 @@ MAX_SESSIONS = 4000
 # after the FIN, UDP 10 s) plus up to 20 s: about 11,700; sampled every 2 s, the count
 # peaked at 13,085 in 30 minutes. So conntrack gets room for that on top of MAX_SESSIONS.
 CT_SWEEP_ROOM = 16000
+WARMUP_S = 30  # the controller's RSS growth counts from here
 STABLE = ("10.0.1.2", "10.0.1.3")  # b1, b2
 CHURN_HOST = "10.0.1.4"  # b3
 CHURN_PORTS = {"tcp": (8002, 8003, 8004), "udp": (8002, 8004)}
@@ -331,8 +333,13 @@ class Soak:
             t.start()
         next_change = time.monotonic() + self.args.interval
         next_report = time.monotonic() + 60
+        baseline_at = time.monotonic() + WARMUP_S if self.args.trace_memory else None
         while time.monotonic() < self.end:
             self.sample()
+            if baseline_at is not None and time.monotonic() >= baseline_at:
+                for line in self.memtrace_report():  # the baseline, after the warm-up
+                    print(line, flush=True)
+                baseline_at = None
             if time.monotonic() >= next_change:
                 self.churn_once()
                 next_change += self.args.interval
@@ -346,7 +353,30 @@ class Soak:
             time.sleep(2)
         for t in threads:
             t.join(timeout=120)
+        if self.args.trace_memory:
+            for line in self.memtrace_report():
+                print(line, flush=True)
         return self.verdict()
+
+    def memtrace_report(self, timeout: float = 120.0) -> list[str]:
+        """Ask the controller for its allocation report (SIGUSR1, lbrp_app.memtrace);
+        its log lines, once written."""
+        assert self.ctl.proc is not None
+
+        def lines() -> list[str]:
+            return [ln for ln in self.ctl.log_path.read_text(errors="replace").splitlines()
+                    if "memtrace" in ln]
+
+        before = len(lines())
+        self.ctl.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if lines()[before:]:
+                time.sleep(1)  # the rest of the report, logged in the same handler
+                return lines()[before:]
+            time.sleep(0.5)
+        self.problem("no memtrace report from the controller")
+        return []
 
     def verdict(self) -> int:
         log = self.ctl.log_path.read_text(errors="replace")
@@ -354,10 +384,12 @@ class Soak:
         if bad_lines:
             self.problem(f"{len(bad_lines)} ERROR/Traceback lines in the controller log, "
                          f"first: {bad_lines[0]}")
-        warm = [s for s in self.samples if s["t"] - self.samples[0]["t"] >= 30] or self.samples
+        warm = ([s for s in self.samples if s["t"] - self.samples[0]["t"] >= WARMUP_S]
+                or self.samples)
         ctl_start, ctl_max, ctl_end = warm[0]["ctl_rss"], max(s["ctl_rss"] for s in warm), \
             warm[-1]["ctl_rss"]
-        if ctl_end - ctl_start > self.args.rss_growth:
+        # tracing holds a snapshot and a trace per allocation: RSS says nothing then
+        if ctl_end - ctl_start > self.args.rss_growth and not self.args.trace_memory:
             self.problem(f"controller RSS grew {ctl_end - ctl_start:.1f} MiB "
                          f"(> {self.args.rss_growth} MiB)")
         for proto, (ok, failed) in self.short.items():
@@ -413,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="session_pinning mode")
     p.add_argument("--rss-growth", type=float, default=3.0,
                    help="MiB the controller's RSS may grow after warm-up")
+    p.add_argument("--trace-memory", type=int, default=0, metavar="FRAMES",
+                   help="run the controller with PYTHONTRACEMALLOC=FRAMES and print the "
+                        "allocation sites that grew from the end of the warm-up to the end "
+                        "(lbrp_app.memtrace; slows the controller)")
     args = p.parse_args(argv)
     from topologies.lbrp_topo import lab, lab_unavailable_reason
 
@@ -432,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                 lock_timeout=3600) as net:
         path = Path(tmp) / "lbrp.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        ctl = Controller(path, net.of_port, log_dir=Path(tmp)).start()
+        env = {"PYTHONTRACEMALLOC": str(args.trace_memory)} if args.trace_memory else None
+        ctl = Controller(path, net.of_port, env=env, log_dir=Path(tmp)).start()
         try:
             ctl.wait_programmed(net.lb_dpid)
             print(f"soak ({args.pinning}): {args.minutes} min, a REST change every "
