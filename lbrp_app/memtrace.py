@@ -53,7 +53,8 @@ class MemTrace:
     def report(self) -> list[str]:
         """The first call takes the baseline; later ones report growth since it."""
         snap, rss = take(), rss_kib()
-        traced = tracemalloc.get_traced_memory()[0] // 1024
+        # the snapshot's own total: get_traced_memory() would count the baseline's objects
+        traced = sum(s.size for s in snap.statistics("filename")) // 1024
         if self.baseline is None:
             self.baseline, self.baseline_rss = snap, rss
             return [f"memtrace baseline: {traced} KiB traced, RSS {rss} KiB"]
