@@ -2,6 +2,7 @@
 
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_install_needs_tracing_from_the_start() -> None:
     assert memtrace.install() is False
 
 
-def test_rss_reads_vmrss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_rss_reads_vmrss(tmp_path: Path) -> None:
     status = tmp_path / "status"
     status.write_text("Name:\tx\nVmRSS:\t  68120 kB\n")
     assert memtrace.rss_kib(status) == 68120
