@@ -102,6 +102,7 @@ if str(REPO) not in sys.path:
 from bench import hops
 from bench.holder import NO_ANSWER_SAMPLE
 from bench.offcpu import task_name
+from lbrp_app.memtrace import rss_kib
 from lbrp_app.pipeline import CT_ZONE, SESSION_TABLES
 from topologies.controller import Controller, free_port
 from topologies.lbrp_topo import (
@@ -383,13 +384,7 @@ def vswitchd_pid() -> int | None:
 def vswitchd_rss_kib() -> int | None:
     """VmRSS of ovs-vswitchd in KiB."""
     pid = vswitchd_pid()
-    if pid is None:
-        return None
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
+    return None if pid is None else rss_kib(pid)
 
 
 def coverage_totals() -> dict[str, int]:

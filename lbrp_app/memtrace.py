@@ -19,9 +19,13 @@ LOG = logging.getLogger("lbrp.memtrace")
 TOP = 12  # sites per report
 
 
-def rss_kib(status: Path = Path("/proc/self/status")) -> int | None:
-    """VmRSS of this process in KiB (None where /proc has no such line)."""
-    for line in status.read_text().splitlines():
+def rss_kib(pid: int | str = "self", proc: Path = Path("/proc")) -> int | None:
+    """VmRSS of process ``pid`` in KiB (None when it is gone or /proc has no such line)."""
+    try:
+        status = (proc / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return None
@@ -48,6 +52,7 @@ class MemTrace:
 
     def __init__(self) -> None:
         self.baseline: tracemalloc.Snapshot | None = None
+        self.baseline_kib = 0  # traced
         self.baseline_rss: int | None = None
 
     def report(self) -> list[str]:
@@ -56,11 +61,10 @@ class MemTrace:
         # the snapshot's own total: get_traced_memory() would count the baseline's objects
         traced = sum(s.size for s in snap.statistics("filename")) // 1024
         if self.baseline is None:
-            self.baseline, self.baseline_rss = snap, rss
+            self.baseline, self.baseline_kib, self.baseline_rss = snap, traced, rss
             return [f"memtrace baseline: {traced} KiB traced, RSS {rss} KiB"]
-        grown = sum(s.size_diff for s in snap.compare_to(self.baseline, "filename")) // 1024
-        head = (f"memtrace: {traced} KiB traced ({grown:+d} KiB since the baseline), "
-                f"RSS {rss} KiB ({(rss or 0) - (self.baseline_rss or 0):+d} KiB)")
+        head = (f"memtrace: {traced} KiB traced ({traced - self.baseline_kib:+d} KiB since "
+                f"the baseline), RSS {rss} KiB ({(rss or 0) - (self.baseline_rss or 0):+d} KiB)")
         return [head, *(f"memtrace   {line}" for line in growth(self.baseline, snap))]
 
 

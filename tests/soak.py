@@ -362,18 +362,20 @@ class Soak:
         """Ask the controller for its allocation report (SIGUSR1, lbrp_app.memtrace);
         its log lines, once written."""
         assert self.ctl.proc is not None
+        start = self.ctl.log_path.stat().st_size  # read only what the report adds
 
         def lines() -> list[str]:
-            return [ln for ln in self.ctl.log_path.read_text(errors="replace").splitlines()
-                    if "memtrace" in ln]
+            with self.ctl.log_path.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            return [ln for ln in text.splitlines() if "memtrace" in ln]
 
-        before = len(lines())
         self.ctl.proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if lines()[before:]:
+            if lines():
                 time.sleep(1)  # the rest of the report, logged in the same handler
-                return lines()[before:]
+                return lines()
             time.sleep(0.5)
         self.problem("no memtrace report from the controller")
         return []

@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lbrp_app.memtrace import rss_kib
 from tests.integration.conftest import pinning_modes
 from topologies.controller import OSKEN, Controller, free_port, wait_for
 
@@ -145,12 +146,8 @@ def daemon_pid(name: str) -> int | None:
 
 def rss_mib(pid: int | None) -> float:
     """Resident set size of ``pid`` in MiB (0 when gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) / 1024 if m else 0.0
+    kib = None if pid is None else rss_kib(pid)
+    return (kib or 0) / 1024
 
 
 def start_vswitchd() -> None:

@@ -54,8 +54,10 @@ def test_install_needs_tracing_from_the_start() -> None:
 
 
 def test_rss_reads_vmrss(tmp_path: Path) -> None:
-    status = tmp_path / "status"
-    status.write_text("Name:\tx\nVmRSS:\t  68120 kB\n")
-    assert memtrace.rss_kib(status) == 68120
-    status.write_text("Name:\tx\n")
-    assert memtrace.rss_kib(status) is None
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "status").write_text("Name:\tx\nVmRSS:\t  68120 kB\n")
+    assert memtrace.rss_kib(42, proc=tmp_path) == 68120
+    (tmp_path / "42" / "status").write_text("Name:\tx\n")
+    assert memtrace.rss_kib(42, proc=tmp_path) is None
+    assert memtrace.rss_kib(43, proc=tmp_path) is None  # gone
+    assert (memtrace.rss_kib() or 0) > 0  # this process
