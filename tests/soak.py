@@ -4,6 +4,7 @@
 Run as root from the repository::
 
     .venv/bin/python tests/soak.py --minutes 10 [--interval 3] [--seed 1] [--pinning conntrack]
+        [--trace-memory N]
 
 For ``--minutes`` it runs, on one lab and one real controller:
 
@@ -21,6 +22,9 @@ session tables never exceed ``max_sessions``, and (conntrack) no new session's
 packet is dropped after its commit (for a full zone, or a backend removed as it
 began and not balanced again); the controller's RSS does not keep growing;
 short sessions almost all succeed; the controller log has no ERROR or Traceback.
+With ``--trace-memory N`` the controller runs under tracemalloc (N frames): the
+soak takes a baseline after its warm-up and logs the sites that grew at the end,
+and the RSS rule is skipped (tracing costs memory of its own).
 Prints a summary and exits 1 when a rule was broken.
 """
 
