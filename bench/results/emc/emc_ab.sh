@@ -2,16 +2,13 @@
 # A/B: conntrack rate runs with OVS's EMC inserting every miss (emc-insert-inv-prob=1) vs the default (100)
 cd /work/main
 OUT=bench/results/emc
-pmd() { ovs-appctl dpif-netdev/pmd-stats-show | sed -n '/main thread/,/^[^ ]/p'; }
 for i in "$@"; do
   for v in always default; do
     if [ $v = always ]; then ovs-vsctl set Open_vSwitch . other_config:emc-insert-inv-prob=1
     else ovs-vsctl --if-exists remove Open_vSwitch . other_config emc-insert-inv-prob; fi
     echo "== $v-$i $(date +%T) other_config: $(ovs-vsctl get Open_vSwitch . other_config)"
-    pmd > $OUT/emc-$v-$i.pmd-before.txt
     .venv/bin/python bench/run.py --phases rate --modes conntrack --no-select --flush-datapath \
       --lab-switches linux --rate-reps 8 --out $OUT/emc-$v-$i.json > $OUT/emc-$v-$i.log 2>&1
-    pmd > $OUT/emc-$v-$i.pmd-after.txt
     grep -E 'rate phase|interval|at or above' $OUT/emc-$v-$i.log
   done
 done
