@@ -36,7 +36,15 @@ from lbrp_app import pipeline as pl
 from lbrp_app.model import Config
 from lbrp_app.stats import Reading, StatsBook, count_conntrack_labels
 from lbrp_app.stats import fold_reply as stats_fold
-from lbrp_app.switch import SwitchError, XidTracker, commit, describe_error, request, request_paced
+from lbrp_app.switch import (
+    ChangeGate,
+    SwitchError,
+    XidTracker,
+    commit,
+    describe_error,
+    request,
+    request_paced,
+)
 
 LOG = logging.getLogger("lbrp.app")
 SWITCH_TIMEOUT = float(os.environ.get("LBRP_SWITCH_TIMEOUT", "10"))
@@ -113,6 +121,7 @@ class LbrpApp(app_manager.OSKenApp):
         self.switches: dict[int, Switch] = {}
         self.tracker = XidTracker()
         self.lock = hub.Semaphore(1)
+        self.changes = ChangeGate()  # counter polls wait while a change is pending
         self.stats = StatsBook()
         self.last_reconcile: float | None = None
         self.conntrack_dumped_at = float("-inf")
@@ -345,7 +354,8 @@ class LbrpApp(app_manager.OSKenApp):
         def on_reply(msg: Any, i: int) -> None:
             stats_fold(self.stats, dp.id, reading, keys[i], msg)
 
-        request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT, on_reply, POLL_PER_TRIP)
+        request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT, on_reply, POLL_PER_TRIP,
+                      lambda: self.changes.wait_clear(SWITCH_TIMEOUT))
         return reading
 
     # --- changes -----------------------------------------------------------------------
@@ -356,7 +366,9 @@ class LbrpApp(app_manager.OSKenApp):
         Raises ChangeError (with everything rolled back) if a switch refuses or
         the file cannot be written.
         """
-        with self.lock, gc_paused(freeze=False):
+        pending = contextlib.ExitStack()
+        pending.enter_context(self.changes.change())  # from before the wait for the lock
+        with pending, self.lock, gc_paused(freeze=False):
             old = self.config
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []
@@ -371,6 +383,7 @@ class LbrpApp(app_manager.OSKenApp):
             except SwitchError as exc:
                 self._roll_back(done, new, old)
                 raise ChangeError(f"switch refused the change: {exc}") from None
+            pending.close()  # the switches have it: counter polls go on during the save
             try:
                 config_file.save(self.config_path, new)
             except OSError as exc:

@@ -385,12 +385,14 @@ def parse_config(obj: Any) -> Config:
     return cfg
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """The YAML document for ``cfg`` (inverse of :func:`parse_config`)."""
+def config_to_dict(cfg: Config, services: bool = True) -> dict[str, Any]:
+    """The YAML document for ``cfg`` (inverse of :func:`parse_config`); the settings
+    alone without ``services``."""
     s = cfg.settings
     doc: dict[str, Any] = {"frontend_port": s.frontend_port, "backend_port": s.backend_port,
                            "session_pinning": s.session_pinning}
     for name in SETTING_LIMITS:
         doc[name] = getattr(s, name)
-    doc["services"] = [svc.to_dict() for svc in cfg.sorted_services()]
+    if services:
+        doc["services"] = [svc.to_dict() for svc in cfg.sorted_services()]
     return doc

@@ -739,9 +739,9 @@ def changed_services(old: Config, new: Config) -> list[ServiceKey]:
     Cheap when ``new`` was derived from ``old`` (``with_service``): unchanged
     services are the very same objects.
     """
-    keys = [k for k in old.services.keys() | new.services.keys()
-            if old.services.get(k) is not new.services.get(k)
-            and old.services.get(k) != new.services.get(k)]
+    was, now = old.services, new.services
+    keys = [k for k, svc in was.items() if (n := now.get(k)) is not svc and n != svc]
+    keys += [k for k in now if k not in was]
     return sorted(keys, key=ServiceKey.sort_key)
 
 

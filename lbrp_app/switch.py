@@ -6,9 +6,10 @@ OpenFlow bundle and waits for the switch to confirm it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from os_ken.lib import hub
@@ -110,18 +111,56 @@ def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
     return waiter
 
 
+class ChangeGate:
+    """Changes first: counter polls hold their next batch while a change is pending.
+
+    A change waits for two round trips to its switch (the staged bundle, then the
+    commit). Each reply of a poll's batch sent meanwhile is parsed and folded in the
+    event loop ahead of the change's barrier replies, so a poll that kept sending
+    would delay the change by batch after batch.
+    """
+
+    def __init__(self) -> None:
+        self._pending = 0
+        self._clear = hub.Event()
+        self._clear.set()
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[None]:
+        """Mark a change pending for the duration of the block."""
+        self._pending += 1
+        self._clear.clear()
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._clear.set()
+
+    def wait_clear(self, timeout: float) -> bool:
+        """Wait until no change is pending, at most ``timeout`` s; True if none is."""
+        return self._pending == 0 or self._clear.wait(timeout)
+
+
 def request_paced(dp: Any, tracker: XidTracker, msgs: Iterable[Any], timeout: float,
-                  on_reply: Callable[[Any, int], None], per_trip: int) -> None:
+                  on_reply: Callable[[Any, int], None], per_trip: int,
+                  before_batch: Callable[[], Any] | None = None) -> None:
     """:func:`request` for many messages, ``per_trip`` at a time, each batch with its barrier.
 
     A change's bundle, sent meanwhile, then queues behind one batch rather than all of
     them, and a generator of messages is built batch by batch, between waits that let the
-    other greenlets run. ``on_reply`` sees each reply with its message's position in
-    ``msgs``; the barriers' replies are not passed on.
+    other greenlets run. ``before_batch`` runs before each batch is built (the app's
+    :meth:`ChangeGate.wait_clear`). ``on_reply`` sees each reply with its message's
+    position in ``msgs``; the barriers' replies are not passed on.
     """
     it = iter(msgs)
     start = 0
-    while batch := list(itertools.islice(it, per_trip)):
+    while True:
+        if before_batch is not None:
+            before_batch()
+        batch = list(itertools.islice(it, per_trip))
+        if not batch:
+            break
 
         def fold(msg: Any, i: int, start: int = start, n: int = len(batch)) -> None:
             if i < n:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lbrp_app import config
-from lbrp_app.model import Config, parse_config
+from lbrp_app.model import Backend, Config, Service, ServiceKey, config_to_dict, parse_config
 
 
 def test_missing_and_empty_files_start_empty(tmp_path: Path) -> None:
@@ -59,3 +60,36 @@ def test_any_accepted_name_is_saved_and_loaded_back(tmp_path: Path, name: str) -
     path = tmp_path / "lbrp.yaml"
     config.save(path, cfg)
     assert config.load(path) == cfg
+
+
+def _whole(cfg: Config) -> str:
+    """The file as dumping the whole document in one go writes it."""
+    return config.dump(Config()).splitlines(keepends=True)[0] + yaml.dump(
+        config_to_dict(cfg), Dumper=config._Dumper, sort_keys=False, default_flow_style=False)
+
+
+def test_dump_writes_again_only_the_services_that_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ["a: b", "- x", "\U0001F600 \u2028", ""]
+    cfg = parse_config({"tcp_fin_timeout": 20, "services": [
+        {"vip": f"13.13.13.{i + 1}", "proto": "udp" if i % 2 else "tcp", "port": 80 + i,
+         "name": names[i], "backends": [{"ip": f"10.0.1.{j + 2}", "port": 8000 + j,
+                                         "weight": j} for j in range(i + 1)]}
+        for i in range(4)]})
+    assert config.dump(Config()) == _whole(Config())
+    assert config.dump(cfg) == _whole(cfg)
+    dumped: list[object] = []
+    real = config._yaml
+
+    def counting(doc: object) -> str:
+        dumped.append(doc)
+        return real(doc)
+
+    monkeypatch.setattr(config, "_yaml", counting)
+    key = ServiceKey("13.13.13.3", "tcp", 82)
+    changed = cfg.with_service(Service(key, "new", (Backend("10.0.1.9", 9, 3),)))
+    text = config.dump(changed)
+    # the settings, then the one changed service
+    assert [type(d) for d in dumped] == [dict, list] and dumped[1][0]["name"] == "new"
+    assert text == _whole(changed)
+    assert parse_config(yaml.safe_load(text)) == changed

@@ -1,12 +1,16 @@
-"""Request batching against a stand-in datapath that answers each message at once."""
+"""Request batching against a stand-in datapath that answers each message at once,
+and the gate that holds counter polls while a change is pending."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5, ofproto_v1_5_parser
 
-from lbrp_app.switch import XidTracker, request_paced
+from lbrp_app.switch import ChangeGate, XidTracker, request_paced
 
 
 class AnsweringDatapath:
@@ -62,3 +66,48 @@ def test_paced_requests_of_nothing_send_nothing() -> None:
     dp = AnsweringDatapath(tracker)
     request_paced(dp, tracker, iter(()), 5.0, lambda msg, i: None, per_trip=3)
     assert dp.sent == []
+
+
+def test_paced_requests_ask_the_gate_before_each_batch() -> None:
+    tracker = XidTracker()
+    dp = AnsweringDatapath(tracker)
+    msgs = (ofproto_v1_5_parser.OFPEchoRequest(dp, data=bytes([i])) for i in range(5))
+
+    def gate() -> None:
+        dp.sent.append("gate")
+
+    request_paced(dp, tracker, msgs, 5.0, lambda msg, i: None, per_trip=2, before_batch=gate)
+    kinds = [m if m == "gate" else type(m).__name__ for m in dp.sent]
+    batch = ["OFPEchoRequest", "OFPEchoRequest", "OFPBarrierRequest"]
+    # the last ask finds nothing left to send
+    assert kinds == ["gate", *batch, "gate", *batch, "gate", "OFPEchoRequest",
+                     "OFPBarrierRequest", "gate"]
+
+
+def test_change_gate_holds_polls_until_the_last_pending_change_ends() -> None:
+    gate = ChangeGate()
+    assert gate.wait_clear(0.0)
+    woken: list[float] = []
+
+    def poll() -> None:
+        gate.wait_clear(5.0)
+        woken.append(time.monotonic())
+
+    with gate.change():
+        assert not gate.wait_clear(0.02)  # times out while a change is pending
+        with gate.change():
+            waiter = hub.spawn(poll)
+            hub.sleep(0.05)
+        hub.sleep(0.05)
+        assert woken == []  # one change still pending
+        ended = time.monotonic()
+    waiter.wait()
+    assert len(woken) == 1 and woken[0] >= ended
+    assert gate.wait_clear(0.0)
+
+
+def test_change_gate_clears_when_the_change_fails() -> None:
+    gate = ChangeGate()
+    with contextlib.suppress(RuntimeError), gate.change():
+        raise RuntimeError("switch refused")
+    assert gate.wait_clear(0.0)
