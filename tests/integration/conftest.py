@@ -110,7 +110,7 @@ def controller_on_lab(net: Any, folder: Path, config: dict[str, Any],
 
     cfg = folder / "lbrp.yaml"
     cfg.write_text(yaml.safe_dump({**config, "session_pinning": mode}))
-    ctl = Controller(cfg, net.of_port).start()
+    ctl = Controller(cfg, net.of_port, log_dir=folder).start()
     try:
         ctl.wait_programmed(net.lb_dpid)
         net.ctl, net.mode = ctl, mode

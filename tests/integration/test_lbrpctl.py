@@ -20,8 +20,9 @@ TOKEN = "ctl-token"
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    c = Controller(tmp_path_factory.mktemp("ctl") / "lbrp.yaml", free_port(),
-                   env={"LBRP_REST_TOKEN": TOKEN}).start()
+    folder = tmp_path_factory.mktemp("ctl")
+    c = Controller(folder / "lbrp.yaml", free_port(), env={"LBRP_REST_TOKEN": TOKEN},
+                   log_dir=folder).start()
     yield c
     c.stop()
 

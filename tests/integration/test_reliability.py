@@ -302,7 +302,7 @@ def env(request: pytest.FixtureRequest, lbrp_lab: Any,
     net.mode = request.param
     cfg = tmp_path_factory.mktemp(f"reliability-{net.mode}") / "lbrp.yaml"
     cfg.write_text(yaml.safe_dump(config(net.mode)))
-    ctl = Controller(cfg, net.of_port, env={"LBRP_REST_TOKEN": TOKEN})
+    ctl = Controller(cfg, net.of_port, env={"LBRP_REST_TOKEN": TOKEN}, log_dir=cfg.parent)
     ctl.send_token = True
     ctl.start()
     ctl.wait_programmed(net.lb_dpid)

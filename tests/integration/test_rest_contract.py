@@ -32,7 +32,8 @@ TOKEN = "contract-token"
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
     cfg = tmp_path_factory.mktemp("contract") / "lbrp.yaml"
-    ctl = Controller(cfg, free_port(), env={"LBRP_REST_TOKEN": TOKEN}).start()
+    ctl = Controller(cfg, free_port(), env={"LBRP_REST_TOKEN": TOKEN},
+                     log_dir=cfg.parent).start()
     yield ctl
     ctl.stop()
     assert "Traceback" not in ctl.log(), ctl.log()

@@ -41,7 +41,7 @@ def test_bad_config_exits_nonzero_naming_file_field_value(tmp_path: Path, text: 
 
 def test_missing_file_starts_empty_and_first_change_creates_it(tmp_path: Path) -> None:
     cfg = tmp_path / "new" / "dir" / "lbrp.yaml"
-    ctl = Controller(cfg, free_port()).start()
+    ctl = Controller(cfg, free_port(), log_dir=tmp_path).start()
     try:
         assert ctl.request("GET", "/services") == (200, [])
         assert not cfg.exists()
@@ -52,7 +52,7 @@ def test_missing_file_starts_empty_and_first_change_creates_it(tmp_path: Path) -
     finally:
         ctl.stop()
     # the saved file is the start-up configuration of the next run
-    ctl2 = Controller(cfg, free_port()).start()
+    ctl2 = Controller(cfg, free_port(), log_dir=tmp_path).start()
     try:
         status, body = ctl2.request("GET", "/services")
         assert status == 200 and [s["port"] for s in body] == [80]
@@ -61,7 +61,7 @@ def test_missing_file_starts_empty_and_first_change_creates_it(tmp_path: Path) -
 
 
 def test_rest_and_openflow_listen_on_loopback_by_default(tmp_path: Path) -> None:
-    ctl = Controller(tmp_path / "lbrp.yaml", free_port()).start()
+    ctl = Controller(tmp_path / "lbrp.yaml", free_port(), log_dir=tmp_path).start()
     try:
         time.sleep(0.2)
         out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
