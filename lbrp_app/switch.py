@@ -149,18 +149,15 @@ def request_paced(dp: Any, tracker: XidTracker, msgs: Iterable[Any], timeout: fl
 
     A change's bundle, sent meanwhile, then queues behind one batch rather than all of
     them, and a generator of messages is built batch by batch, between waits that let the
-    other greenlets run. ``before_batch`` runs before each batch is built (the app's
+    other greenlets run. ``before_batch`` runs before each batch is sent (the app's
     :meth:`ChangeGate.wait_clear`). ``on_reply`` sees each reply with its message's
     position in ``msgs``; the barriers' replies are not passed on.
     """
     it = iter(msgs)
     start = 0
-    while True:
+    while batch := list(itertools.islice(it, per_trip)):
         if before_batch is not None:
             before_batch()
-        batch = list(itertools.islice(it, per_trip))
-        if not batch:
-            break
 
         def fold(msg: Any, i: int, start: int = start, n: int = len(batch)) -> None:
             if i < n:
