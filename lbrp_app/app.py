@@ -366,9 +366,9 @@ class LbrpApp(app_manager.OSKenApp):
         Raises ChangeError (with everything rolled back) if a switch refuses or
         the file cannot be written.
         """
-        pending = contextlib.ExitStack()
-        pending.enter_context(self.changes.change())  # from before the wait for the lock
-        with pending, self.lock, gc_paused(freeze=False):
+        # pending from before the wait for the lock; the save after the switches is quick
+        # (only the changed services are formatted), so polls may as well wait for it too
+        with self.changes.change(), self.lock, gc_paused(freeze=False):
             old = self.config
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []
@@ -383,7 +383,6 @@ class LbrpApp(app_manager.OSKenApp):
             except SwitchError as exc:
                 self._roll_back(done, new, old)
                 raise ChangeError(f"switch refused the change: {exc}") from None
-            pending.close()  # the switches have it: counter polls go on during the save
             try:
                 config_file.save(self.config_path, new)
             except OSError as exc:
