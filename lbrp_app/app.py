@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -360,16 +360,23 @@ class LbrpApp(app_manager.OSKenApp):
 
     # --- changes -----------------------------------------------------------------------
 
-    def apply(self, new: Config) -> None:
-        """Apply ``new`` on every programmed switch, save it, then make it current.
+    def apply(self, edit: Callable[[Config], Config]) -> None:
+        """Apply ``edit(current config)`` on every programmed switch, save it, then make it
+        current.
 
-        Raises ChangeError (with everything rolled back) if a switch refuses or
-        the file cannot be written.
+        ``edit`` runs once this change holds the lock, on the config every earlier change
+        left, so changes sent at once apply one after the other and none undoes another.
+        It may raise to refuse the change, and returns the config it was given when there
+        is nothing to change. Raises ChangeError (with everything rolled back) if a switch
+        refuses or the file cannot be written.
         """
         # pending from before the wait for the lock; the save after the switches is quick
         # (only the changed services are formatted), so polls may as well wait for it too
         with self.changes.change(), self.lock, gc_paused(freeze=False):
             old = self.config
+            new = edit(old)
+            if new is old:
+                return
             purge = pl.purged_sessions(old, new)
             done: list[Switch] = []
             try:

@@ -21,6 +21,7 @@ from webob import Request, Response
 from lbrp_app.model import (
     MAX_WEIGHT,
     Backend,
+    Config,
     ConfigError,
     Service,
     ServiceKey,
@@ -178,8 +179,8 @@ class RestApi:
     def list_services(self, req: Request) -> Response:
         return _json(200, [s.to_dict() for s in self.app.config.sorted_services()])
 
-    def _existing(self, key: ServiceKey) -> Service:
-        svc = self.app.config.services.get(key)
+    def _existing(self, key: ServiceKey, cfg: Config | None = None) -> Service:
+        svc = (cfg or self.app.config).services.get(key)
         if svc is None:
             raise HttpError(404, f"no service {key}")
         return svc
@@ -187,11 +188,12 @@ class RestApi:
     def get_service(self, req: Request, vip: str, proto: str, port: str) -> Response:
         return _json(200, self._existing(_service_key(vip, proto, port)).to_dict())
 
-    def _apply(self, new: Any) -> None:
+    def _apply(self, edit: Callable[[Config], Config]) -> None:
+        """Run ``edit`` on the current config as a change (see :meth:`LbrpApp.apply`)."""
         from lbrp_app.app import ChangeError
 
         try:
-            self.app.apply(new)
+            self.app.apply(edit)
         except ChangeError as exc:
             raise HttpError(503, str(exc)) from None
 
@@ -199,21 +201,29 @@ class RestApi:
         key = _service_key(vip, proto, port)
         body = _body(req)
         check_keys("body", body, ("name", "backends"))
-        cur = self.app.config.services.get(key)
-        name = parse_name("name", body["name"]) if "name" in body else (cur.name if cur else "")
-        if "backends" in body:
-            backends = parse_backends("backends", body["backends"])
-        else:
-            backends = cur.backends if cur else ()
-        svc = Service(key, name, backends)
-        if cur != svc:
-            self._apply(self.app.config.with_service(svc))
+        name = parse_name("name", body["name"]) if "name" in body else None
+        backends = parse_backends("backends", body["backends"]) if "backends" in body else None
+        done: list[tuple[Service | None, Service]] = []
+
+        def edit(cfg: Config) -> Config:
+            cur = cfg.services.get(key)
+            svc = Service(key, name if name is not None else (cur.name if cur else ""),
+                          backends if backends is not None else (cur.backends if cur else ()))
+            done.append((cur, svc))
+            return cfg if cur == svc else cfg.with_service(svc)
+
+        self._apply(edit)
+        cur, svc = done[-1]
         return _json(200 if cur else 201, svc.to_dict())
 
     def delete_service(self, req: Request, vip: str, proto: str, port: str) -> Response:
         key = _service_key(vip, proto, port)
-        self._existing(key)
-        self._apply(self.app.config.without_service(key))
+
+        def edit(cfg: Config) -> Config:
+            self._existing(key, cfg)
+            return cfg.without_service(key)
+
+        self._apply(edit)
         return _json(204, None)
 
     def _backend_addr(self, ip: str, bport: str) -> tuple[str, int]:
@@ -233,25 +243,37 @@ class RestApi:
         addr = self._backend_addr(ip, bport)
         body = _body(req)
         check_keys("body", body, ("weight",))
-        svc = self._existing(key)
-        cur = svc.backend(*addr)
-        weight = (parse_int("weight", body["weight"], 0, MAX_WEIGHT) if "weight" in body
-                  else (cur.weight if cur else 1))
-        be = Backend(addr[0], addr[1], weight)
-        if cur != be:
+        weight = parse_int("weight", body["weight"], 0, MAX_WEIGHT) if "weight" in body else None
+        done: list[tuple[Backend | None, Backend]] = []
+
+        def edit(cfg: Config) -> Config:
+            svc = self._existing(key, cfg)
+            cur = svc.backend(*addr)
+            be = Backend(addr[0], addr[1],
+                         weight if weight is not None else (cur.weight if cur else 1))
+            done.append((cur, be))
+            if cur == be:
+                return cfg
             others = tuple(b for b in svc.backends if b.addr != addr)
-            self._apply(self.app.config.with_service(Service(key, svc.name, others + (be,))))
+            return cfg.with_service(Service(key, svc.name, others + (be,)))
+
+        self._apply(edit)
+        cur, be = done[-1]
         return _json(200 if cur else 201, be.to_dict())
 
     def delete_backend(self, req: Request, vip: str, proto: str, port: str, ip: str,
                        bport: str) -> Response:
         key = _service_key(vip, proto, port)
         addr = self._backend_addr(ip, bport)
-        svc = self._existing(key)
-        if svc.backend(*addr) is None:
-            raise HttpError(404, f"service {key} has no backend {addr[0]}:{addr[1]}")
-        others = tuple(b for b in svc.backends if b.addr != addr)
-        self._apply(self.app.config.with_service(Service(key, svc.name, others)))
+
+        def edit(cfg: Config) -> Config:
+            svc = self._existing(key, cfg)
+            if svc.backend(*addr) is None:
+                raise HttpError(404, f"service {key} has no backend {addr[0]}:{addr[1]}")
+            others = tuple(b for b in svc.backends if b.addr != addr)
+            return cfg.with_service(Service(key, svc.name, others))
+
+        self._apply(edit)
         return _json(204, None)
 
 

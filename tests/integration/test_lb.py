@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -548,6 +549,32 @@ def test_bad_rest_input_is_refused_and_changes_nothing(lb: Any) -> None:
                    for t in (0, 20, 30, 40, 41, 42)}
     assert flows_after == flows_before
     assert ctl.config_path.read_text() == file_before
+
+
+def test_concurrent_rest_changes_are_all_kept(lb: Any) -> None:
+    """Changes sent at once, each to the same service, all land: none undoes another."""
+    ctl: Controller = lb.ctl
+    ports = range(9200, 9212)
+    with ThreadPoolExecutor(len(ports)) as pool:
+        results = list(pool.map(
+            lambda p: ctl.request("PUT", f"{WEB}/backends/{B3}/{p}", {"weight": 1}), ports))
+    assert [status for status, _ in results] == [201] * len(ports), results
+    kept = {b["port"] for b in ctl.request("GET", WEB)[1]["backends"] if b["ip"] == B3}
+    assert kept >= set(ports), sorted(set(ports) - kept)
+    saved = yaml.safe_load(ctl.config_path.read_text())
+    web = next(s for s in saved["services"] if s["port"] == 8000 and s["proto"] == "tcp")
+    assert {b["port"] for b in web["backends"] if b["ip"] == B3} >= set(ports)
+    rewrites = " ".join(flows(lb, pl.CT_FWD if lb.mode == "conntrack" else pl.LEARN))
+    on_switch = {p for p in ports if re.search(rf"\b{p}->tcp_dst", rewrites)}
+    assert on_switch == set(ports), sorted(set(ports) - on_switch)
+    with ThreadPoolExecutor(len(ports)) as pool:
+        results = list(pool.map(
+            lambda p: ctl.request("DELETE", f"{WEB}/backends/{B3}/{p}"), ports))
+    assert [status for status, _ in results] == [204] * len(ports), results
+    left = {b["port"] for b in ctl.request("GET", WEB)[1]["backends"] if b["ip"] == B3}
+    assert not left & set(ports), sorted(left & set(ports))
+    rewrites = " ".join(flows(lb, pl.CT_FWD if lb.mode == "conntrack" else pl.LEARN))
+    assert not [p for p in ports if re.search(rf"\b{p}->tcp_dst", rewrites)]
 
 
 def test_failed_save_is_503_and_rolled_back_on_the_switch(lb: Any,

@@ -7,6 +7,7 @@ integration tests. Here: paths, bodies, status codes, sorting, error shape.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +27,10 @@ class FakeApp:
         self.applied = 0
         self.fail = False
 
-    def apply(self, new: Config) -> None:
+    def apply(self, edit: Callable[[Config], Config]) -> None:
+        new = edit(self.config)
+        if new is self.config:
+            return
         if self.fail:
             raise ChangeError("switch refused the change: test")
         self.applied += 1
@@ -200,3 +204,37 @@ def test_chunked_bodies_are_read_not_ignored(api: tuple[RestApi, FakeApp]) -> No
     assert app.applied == 0
     assert chunked(b'{"name": "web"}') == 201
     assert app.config.services[next(iter(app.config.services))].name == "web"
+
+
+def test_a_change_is_made_on_the_config_as_the_change_before_it_left_it(
+        api: tuple[RestApi, FakeApp]) -> None:
+    """A change that lands while another waits for the lock is not undone by it."""
+    rest, app = api
+    call(rest, "PUT", SVC, {"backends": [{"ip": "10.0.1.2", "port": 80}]})
+    plain_apply = app.apply
+
+    def after(method: str, path: str, body: Any, status: int) -> None:
+        """Make the next change wait for the lock until ``method path`` is applied."""
+        def apply(edit: Callable[[Config], Config]) -> None:
+            app.apply = plain_apply  # type: ignore[method-assign]
+            assert call(rest, method, path, body)[0] == status
+            plain_apply(edit)
+
+        app.apply = apply  # type: ignore[method-assign]
+
+    after("PUT", f"{SVC}/backends/10.0.1.3/80", {}, 201)
+    assert call(rest, "PUT", f"{SVC}/backends/10.0.1.4/80", {"weight": 3})[0] == 201
+    assert [(b["ip"], b["weight"]) for b in call(rest, "GET", SVC)[1]["backends"]] == [
+        ("10.0.1.2", 1), ("10.0.1.3", 1), ("10.0.1.4", 3)]
+    after("PUT", f"{SVC}/backends/10.0.1.3/80", {"weight": 5}, 200)
+    assert call(rest, "DELETE", f"{SVC}/backends/10.0.1.2/80")[0] == 204
+    assert [(b["ip"], b["weight"]) for b in call(rest, "GET", SVC)[1]["backends"]] == [
+        ("10.0.1.3", 5), ("10.0.1.4", 3)]
+    # a backend the other change added is there for this one: 200, not 201
+    after("PUT", f"{SVC}/backends/10.0.1.5/80", {}, 201)
+    assert call(rest, "PUT", f"{SVC}/backends/10.0.1.5/80", {"weight": 2})[0] == 200
+    # a service the other change removed is gone for this one too: 404, nothing applied
+    after("DELETE", SVC, None, 204)
+    applied = app.applied
+    assert call(rest, "PUT", f"{SVC}/backends/10.0.1.6/80", {})[0] == 404
+    assert app.applied == applied + 1 and call(rest, "GET", SVC)[0] == 404  # the DELETE only
