@@ -1593,6 +1593,22 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
         out["server_logs"] = server_log_tails(net)
 
 
+CHANGE_LINE = re.compile(r"(?:^|\s)change: .* live in ([\d.]+) ms \((.*)\)$")
+
+
+def change_steps(line: str) -> dict[str, float] | None:
+    """The steps of a controller's "change: ... live in N ms (step ms, ...)" log line."""
+    m = CHANGE_LINE.search(line)
+    if not m:
+        return None
+    steps: dict[str, float] = {}
+    for part in m.group(2).split(", "):
+        step, _, ms = part.rpartition(" ")
+        steps[step] = round(steps.get(step, 0.0) + float(ms), 1)
+    steps["total"] = float(m.group(1))
+    return steps
+
+
 def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str, Any]:
     """REST PUT of a weight-65535 backend -> first UDP datagram at it; median of ``changes``."""
     net = b.net
@@ -1627,6 +1643,7 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
                                  "--duration", str(dur)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples: list[dict[str, Any]] = []
+    log_start = ctl.log_path.stat().st_size
     try:
         time.sleep(1.0)
         for i in range(changes):
@@ -1651,6 +1668,13 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
         for proc in (snd, lst):
             if proc.poll() is None:
                 proc.terminate()
+    with open(ctl.log_path, "rb") as f:
+        f.seek(log_start)
+        steps = [c for ln in f.read().decode(errors="replace").splitlines()
+                 if (c := change_steps(ln))]
+    if len(steps) == 2 * len(samples):  # a PUT's then a DELETE's, change after change
+        for k, sample in enumerate(samples):
+            sample["put_steps_ms"], sample["delete_steps_ms"] = steps[2 * k], steps[2 * k + 1]
     got = [s["first_packet_ms"] for s in samples if s["first_packet_ms"] is not None]
     puts = [s["put_ms"] for s in samples]
     dels = [s["delete_ms"] for s in samples]
@@ -1666,6 +1690,9 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
            "samples": samples}
     log(f"  change latency ({what}): first packet median {res['first_packet_ms_median']} ms "
         f"({len(got)}/{len(samples)} seen), PUT median {res['put_ms_median']} ms")
+    for s in sorted(samples, key=lambda s: -(s["first_packet_ms"] or 1e9))[:3]:
+        log(f"    slowest: first packet {s['first_packet_ms']} ms, PUT {s['put_ms']} ms, "
+            f"controller {s.get('put_steps_ms')}")
     return res
 
 
@@ -2003,7 +2030,8 @@ def chart(rows: list[dict[str, Any]], setups: list[str], path: Path, title: str)
 def interesting(path: Path, keep: int = 30) -> list[str]:
     """The last ``keep`` lines of a controller log that are not REST access lines."""
     lines = [ln for ln in path.read_text(errors="replace").splitlines()
-             if ln.strip() and "HTTP/1.1\"" not in ln and "accepted ('127.0.0.1'" not in ln]
+             if ln.strip() and "HTTP/1.1\"" not in ln and "accepted ('127.0.0.1'" not in ln
+             and not CHANGE_LINE.search(ln)]  # those are in the control phase's samples
     return lines[-keep:]
 
 

@@ -736,9 +736,13 @@ class Diff:
 def changed_services(old: Config, new: Config) -> list[ServiceKey]:
     """Services added, removed or changed from ``old`` to ``new``, sorted.
 
-    Cheap when ``new`` was derived from ``old`` (``with_service``): unchanged
-    services are the very same objects.
+    O(1) when one was made from the other by one ``with_service`` or
+    ``without_service`` (a REST change); otherwise every service is compared, cheaply
+    where unchanged services are the very same objects.
     """
+    known = new.changed_since(old)
+    if known is not None:
+        return [k for k in known if old.services.get(k) != new.services.get(k)]
     was, now = old.services, new.services
     keys = [k for k, svc in was.items() if (n := now.get(k)) is not svc and n != svc]
     keys += [k for k in now if k not in was]
@@ -760,18 +764,16 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
     return out
 
 
-def change(old_state: State, old: Config, new: Config, p: Ports,
-           purge: list[Purge] | None = None) -> tuple[State, Diff]:
-    """``desired_state(new, p)`` and its diff from ``old_state``, touching only what changed.
+def change(old: Config, new: Config, p: Ports, purge: list[Purge] | None = None) -> Diff:
+    """The diff from ``desired_state(old, p)`` to ``desired_state(new, p)``, built from
+    what changed only.
 
-    ``old_state`` must be ``desired_state(old, p)``. Every flow and group belongs to
-    exactly one service, VIP, backend address or the static set (their matches
-    differ), so the diff of the changed parts alone is the diff of the whole. A
-    change of settings rebuilds and diffs everything.
+    Every flow and group belongs to exactly one service, VIP, backend address or the
+    static set (their matches differ), so the diff of the changed parts alone is the
+    diff of the whole. A change of settings diffs everything.
     """
     if old.settings != new.settings:
-        new_state = desired_state(new, p)
-        return new_state, diff(old_state, new_state, purge)
+        return diff(desired_state(old, p), desired_state(new, p), purge)
     was, now = State({}, {}), State({}, {})
     keys = changed_services(old, new)
     for key in keys:
@@ -790,14 +792,7 @@ def change(old_state: State, old: Config, new: Config, p: Ports,
         was.flows.update((f.key, f) for f in vip_flows(vip, p))
     for vip in new.vip_set - old.vip_set:
         now.flows.update((f.key, f) for f in vip_flows(vip, p))
-    flows, groups = dict(old_state.flows), dict(old_state.groups)
-    for k in was.flows:
-        del flows[k]
-    for i in was.groups:
-        del groups[i]
-    flows.update(now.flows)
-    groups.update(now.groups)
-    return State(flows, groups), diff(was, now, purge)
+    return diff(was, now, purge)
 
 
 def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:

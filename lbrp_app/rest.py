@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ LOG = logging.getLogger("lbrp.rest")
 BASE = "/lbrp/v1"
 MAX_BODY = 1 << 20
 MUTATING = ("PUT", "DELETE", "POST", "PATCH")
+RECEIVED = "lbrp.received"  # environ key: time.monotonic() when the app got the request
 
 
 class HttpError(Exception):
@@ -116,6 +118,7 @@ class RestApi:
         ]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        environ[RECEIVED] = time.monotonic()
         req = Request(environ)
         try:
             resp = self.dispatch(req)
@@ -188,12 +191,12 @@ class RestApi:
     def get_service(self, req: Request, vip: str, proto: str, port: str) -> Response:
         return _json(200, self._existing(_service_key(vip, proto, port)).to_dict())
 
-    def _apply(self, edit: Callable[[Config], Config]) -> None:
+    def _apply(self, req: Request, edit: Callable[[Config], Config]) -> None:
         """Run ``edit`` on the current config as a change (see :meth:`LbrpApp.apply`)."""
         from lbrp_app.app import ChangeError
 
         try:
-            self.app.apply(edit)
+            self.app.apply(edit, req.environ.get(RECEIVED))
         except ChangeError as exc:
             raise HttpError(503, str(exc)) from None
 
@@ -212,7 +215,7 @@ class RestApi:
             done.append((cur, svc))
             return cfg if cur == svc else cfg.with_service(svc)
 
-        self._apply(edit)
+        self._apply(req, edit)
         cur, svc = done[-1]
         return _json(200 if cur else 201, svc.to_dict())
 
@@ -223,7 +226,7 @@ class RestApi:
             self._existing(key, cfg)
             return cfg.without_service(key)
 
-        self._apply(edit)
+        self._apply(req, edit)
         return _json(204, None)
 
     def _backend_addr(self, ip: str, bport: str) -> tuple[str, int]:
@@ -257,7 +260,7 @@ class RestApi:
             others = tuple(b for b in svc.backends if b.addr != addr)
             return cfg.with_service(Service(key, svc.name, others + (be,)))
 
-        self._apply(edit)
+        self._apply(req, edit)
         cur, be = done[-1]
         return _json(200 if cur else 201, be.to_dict())
 
@@ -273,7 +276,7 @@ class RestApi:
             others = tuple(b for b in svc.backends if b.addr != addr)
             return cfg.with_service(Service(key, svc.name, others))
 
-        self._apply(edit)
+        self._apply(req, edit)
         return _json(204, None)
 
 

@@ -173,8 +173,12 @@ def describe_error(err: Any) -> str:
     return f"OpenFlow error type={err.type} code={err.code}"
 
 
-def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> None:
-    """Apply ``msgs`` atomically on ``dp`` as one bundle; raise SwitchError on refusal."""
+def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
+           on_step: Callable[[str], None] | None = None) -> None:
+    """Apply ``msgs`` atomically on ``dp`` as one bundle; raise SwitchError on refusal.
+
+    ``on_step`` is told when the bundle is "staged" and when its "commit" is confirmed.
+    """
     if not msgs:
         return
     parser, ofp = dp.ofproto_parser, dp.ofproto
@@ -189,7 +193,11 @@ def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> Non
         request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST,
                                    BUNDLE_ATOMIC_ORDERED, [])], timeout)
         raise SwitchError("; ".join(describe_error(e) for e in staged.errors[:3]))
+    if on_step is not None:
+        on_step("staged")
     done = request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST,
                                       BUNDLE_ATOMIC_ORDERED, [])], timeout)
     if done.errors:
         raise SwitchError("; ".join(describe_error(e) for e in done.errors[:3]))
+    if on_step is not None:
+        on_step("commit")

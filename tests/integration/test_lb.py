@@ -577,6 +577,34 @@ def test_concurrent_rest_changes_are_all_kept(lb: Any) -> None:
     assert not [p for p in ports if re.search(rf"\b{p}->tcp_dst", rewrites)]
 
 
+def test_a_change_the_switch_refuses_is_503_and_the_next_one_lands(lb: Any) -> None:
+    """OVS refuses the bundle (its backend table is full): nothing changes anywhere, and
+    the controller's view of the switch stays right for the changes that follow."""
+    ctl: Controller = lb.ctl
+    table = pl.CT_FWD if lb.mode == "conntrack" else pl.LEARN
+    groups_before, flows_before = lb.lb_ofctl("dump-groups"), len(flows(lb, table))
+    file_before = ctl.config_path.read_text()
+    subprocess.run(["ovs-vsctl", "--", "--id=@ft", "create", "Flow_Table",
+                    "name=lbrp-test-full", f"flow_limit={flows_before}",
+                    "overflow_policy=refuse", "--", "set", "Bridge", "lb0",
+                    f"flow_tables:{table}=@ft"], check=True)
+    try:
+        status, out = ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 9})
+        assert status == 503 and "refused" in out["error"], out
+    finally:
+        subprocess.run(["ovs-vsctl", "remove", "Bridge", "lb0", "flow_tables", str(table)],
+                       check=True)
+    assert lb.lb_ofctl("dump-groups") == groups_before
+    assert len(flows(lb, table)) == flows_before
+    assert ctl.config_path.read_text() == file_before
+    # the next changes are diffed against what the switch really has
+    assert ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 9})[0] == 201
+    assert len(flows(lb, table)) == flows_before + 1
+    assert ctl.request("DELETE", f"{WEB}/backends/{B3}/8004")[0] == 204
+    assert len(flows(lb, table)) == flows_before
+    assert lb.lb_ofctl("dump-groups") == groups_before
+
+
 def test_failed_save_is_503_and_rolled_back_on_the_switch(lb: Any,
                                                           tmp_path: Path) -> None:
     """The file cannot be written: the change is undone on the switch and not kept."""

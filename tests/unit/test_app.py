@@ -71,6 +71,14 @@ def test_a_change_freezes_nothing_so_its_request_cycles_are_collected_later() ->
     del request, state
     gc.collect()
     assert ref() is None
+    # the change's own cyclic garbage goes at its end, with a collection of the young
+    with gc_paused(freeze=False):
+        made = Request()
+        made.self = made  # type: ignore[attr-defined]
+        made_ref = weakref.ref(made)
+        del made
+        assert made_ref() is not None
+    assert made_ref() is None
     # the same with freeze=True keeps it: what start-up and programming a switch accept
     request = Request()
     request.self = request  # type: ignore[attr-defined]
@@ -83,3 +91,21 @@ def test_a_change_freezes_nothing_so_its_request_cycles_are_collected_later() ->
     gc.unfreeze()
     gc.collect()
     assert ref() is None
+
+
+def test_change_times_log_each_step_and_the_bench_reads_them_back() -> None:
+    """A change's log line gives each step's time; the control phase parses it per sample."""
+    from bench.run import change_steps
+    from lbrp_app.app import ChangeTimes
+
+    now = iter([0.0012, 0.0030, 0.0151, 0.0352, 0.0412])
+    times = ChangeTimes(0.0, clock=lambda: next(now))
+    for step in ("lock", "diff", "staged", "commit", "save"):
+        times.mark(step)
+    assert str(times) == "lock 1.2, diff 1.8, staged 12.1, commit 20.1, save 6.0"
+    assert times.total_ms() == pytest.approx(41.2)
+    line = (f"2026-11-28 lbrp.app INFO change: 13.13.13.14:udp:9000 live in "
+            f"{times.total_ms():.1f} ms ({times})")
+    assert change_steps(line) == {"lock": 1.2, "diff": 1.8, "staged": 12.1, "commit": 20.1,
+                                  "save": 6.0, "total": 41.2}
+    assert change_steps("lbrp.app INFO switch 1 programmed: 3 flows") is None

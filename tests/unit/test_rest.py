@@ -27,7 +27,7 @@ class FakeApp:
         self.applied = 0
         self.fail = False
 
-    def apply(self, edit: Callable[[Config], Config]) -> None:
+    def apply(self, edit: Callable[[Config], Config], received: float | None = None) -> None:
         new = edit(self.config)
         if new is self.config:
             return
@@ -215,10 +215,10 @@ def test_a_change_is_made_on_the_config_as_the_change_before_it_left_it(
 
     def after(method: str, path: str, body: Any, status: int) -> None:
         """Make the next change wait for the lock until ``method path`` is applied."""
-        def apply(edit: Callable[[Config], Config]) -> None:
+        def apply(edit: Callable[[Config], Config], received: float | None = None) -> None:
             app.apply = plain_apply  # type: ignore[method-assign]
             assert call(rest, method, path, body)[0] == status
-            plain_apply(edit)
+            plain_apply(edit, received)
 
         app.apply = apply  # type: ignore[method-assign]
 

@@ -17,11 +17,16 @@ SID = WEB.service_id
 
 def test_monotonic_survives_resets() -> None:
     m = Monotonic()
-    assert m.update("k", 5) == 5
-    assert m.update("k", 9) == 9
-    assert m.update("k", 2) == 11  # counter was reset (flow replaced): keep the 9
-    assert m.update("k", 4) == 13
-    assert m.total("k") == 13
+    assert m.update("s", "k", 5) == 5
+    assert m.update("s", "k", 9) == 9
+    assert m.update("s", "k", 2) == 11  # counter was reset (flow replaced): keep the 9
+    assert m.update("s", "k", 4) == 13
+    assert m.total("s", "k") == 13
+    # a whole space at once: each counter's reset on its own; other spaces untouched
+    m.update_all("s", {"k": 6, "j": 3}.items())
+    m.update_all("s", [("k", 1), ("j", 5)])
+    assert (m.total("s", "k"), m.total("s", "j"), m.total("t", "k")) == (16, 5, 0)
+    assert m.forget("s", ["k", "x"]) == 1 and m.total("s", "k") == 0
 
 
 def reading(new: int, fwd: tuple[int, int, int], rev: tuple[int, int, int],
@@ -259,3 +264,24 @@ def test_a_full_zone_is_warned_about_at_most_once_a_minute_and_only_when_it_drop
     assert book.zone_full_news(now=159.0) is None  # within the minute: later
     assert book.zone_full_news(now=160.0) == (55, 15)
     assert book.zone_full_news(now=500.0) is None  # no new drop since
+
+
+def test_a_reading_taken_in_steps_gives_the_totals_of_one_taken_at_once() -> None:
+    """The app takes a big poll's reading a few thousand counters at a time."""
+    sessions = {(sid, bid, table): (1, sid + bid, 10 * bid) for sid in range(1, 40)
+                for bid in range(1, 9) for table in pl.SESSION_TABLES}
+    big = Reading(sessions=sessions, buckets={(s, b): (b, 60 * b) for s, b, _ in sessions},
+                  counted={7: 3}, service_in={s: (s, s) for s, _, _ in sessions},
+                  meter_dropped=5)
+    at_once, stepped = StatsBook(), StatsBook()
+    at_once.on_reading(1, big, 1.0)
+    steps = 0
+    for _ in stepped.on_reading_steps(1, big, 1.0, step=100):
+        steps += 1
+        assert stepped.polled_at is None  # the poll counts as read once every step is done
+    assert steps >= 2 * len(sessions) // 100
+    assert stepped.polled_at == 1.0
+    for attr in ("active", "seen_pairs", "seen_sids", "seen_counted", "dpids"):
+        assert getattr(stepped, attr) == getattr(at_once, attr), attr
+    assert stepped.mono._last == at_once.mono._last
+    assert stepped.snapshot(CFG, 1, None) == at_once.snapshot(CFG, 1, None)
