@@ -108,7 +108,7 @@ def gc_paused(freeze: bool) -> Iterator[None]:
         yield
     finally:
         if was:
-            gc.collect() if freeze else gc.collect(1)
+            gc.collect(2 if freeze else 1)
             if freeze:
                 gc.freeze()
             gc.enable()

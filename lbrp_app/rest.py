@@ -183,7 +183,7 @@ class RestApi:
         return _json(200, [s.to_dict() for s in self.app.config.sorted_services()])
 
     def _existing(self, key: ServiceKey, cfg: Config | None = None) -> Service:
-        svc = (cfg or self.app.config).services.get(key)
+        svc = (self.app.config if cfg is None else cfg).services.get(key)
         if svc is None:
             raise HttpError(404, f"no service {key}")
         return svc
