@@ -578,8 +578,8 @@ def test_concurrent_rest_changes_are_all_kept(lb: Any) -> None:
 
 
 def test_a_change_the_switch_refuses_is_503_and_the_next_one_lands(lb: Any) -> None:
-    """OVS refuses the bundle (its backend table is full): nothing changes anywhere, and
-    the controller's view of the switch stays right for the changes that follow."""
+    """OVS refuses the bundle (its backend table is full): nothing changes, on the switch
+    or in the file, and the changes that follow land as usual."""
     ctl: Controller = lb.ctl
     table = pl.CT_FWD if lb.mode == "conntrack" else pl.LEARN
     groups_before, flows_before = lb.lb_ofctl("dump-groups"), len(flows(lb, table))
@@ -597,7 +597,7 @@ def test_a_change_the_switch_refuses_is_503_and_the_next_one_lands(lb: Any) -> N
     assert lb.lb_ofctl("dump-groups") == groups_before
     assert len(flows(lb, table)) == flows_before
     assert ctl.config_path.read_text() == file_before
-    # the next changes are diffed against what the switch really has
+    # the config stayed as it was, so the next changes are diffed from what the switch has
     assert ctl.request("PUT", f"{WEB}/backends/{B3}/8004", {"weight": 9})[0] == 201
     assert len(flows(lb, table)) == flows_before + 1
     assert ctl.request("DELETE", f"{WEB}/backends/{B3}/8004")[0] == 204
