@@ -63,7 +63,7 @@ class ChangeTimes:
 
     def __init__(self, start: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.start = self.last = start
+        self.last = start
         self.steps: list[tuple[str, float]] = []
 
     def mark(self, step: str) -> None:
@@ -73,7 +73,7 @@ class ChangeTimes:
         self.last = now
 
     def total_ms(self) -> float:
-        return (self.last - self.start) * 1000
+        return sum(ms for _, ms in self.steps)
 
     def __str__(self) -> str:
         return ", ".join(f"{step} {ms:.1f}" for step, ms in self.steps)

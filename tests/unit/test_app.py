@@ -59,10 +59,14 @@ def test_a_change_freezes_nothing_so_its_request_cycles_are_collected_later() ->
     class Request:
         pass
 
+    def cycle() -> tuple[Request, weakref.ref[Request]]:
+        """A reference cycle, as eventlet's request objects make, and a weak ref to it."""
+        obj = Request()
+        obj.self = obj  # type: ignore[attr-defined]
+        return obj, weakref.ref(obj)
+
     gc.unfreeze()
-    request = Request()
-    request.self = request  # type: ignore[attr-defined]  # a cycle, as eventlet's are
-    ref = weakref.ref(request)
+    request, ref = cycle()
     with gc_paused(freeze=False):
         assert not gc.isenabled()
         state = [[i] for i in range(100)]
@@ -73,17 +77,13 @@ def test_a_change_freezes_nothing_so_its_request_cycles_are_collected_later() ->
     assert ref() is None
     # the change's own cyclic garbage goes at its end
     with gc_paused(freeze=False):
-        made = Request()
-        made.self = made  # type: ignore[attr-defined]
-        made_ref = weakref.ref(made)
+        made, made_ref = cycle()
         del made
         assert made_ref() is not None
     assert made_ref() is None
     # what is alive as one change ends (its request) and garbage after it goes as the next
     # ends: a collection of the young generations only would have made it old by then
-    request = Request()
-    request.self = request  # type: ignore[attr-defined]
-    ref = weakref.ref(request)
+    request, ref = cycle()
     with gc_paused(freeze=False):
         pass
     del request
@@ -91,9 +91,7 @@ def test_a_change_freezes_nothing_so_its_request_cycles_are_collected_later() ->
         pass
     assert ref() is None
     # the same with freeze=True keeps it: what start-up and programming a switch accept
-    request = Request()
-    request.self = request  # type: ignore[attr-defined]
-    ref = weakref.ref(request)
+    request, ref = cycle()
     with gc_paused(freeze=True):
         pass
     del request

@@ -1,15 +1,5 @@
 #!/bin/bash
 # Control phase, before (842e5e5: polls never wait, whole file dumped per save) and after
 # (ChangeGate, per-service YAML texts), alternating, both modes, 30 changes at 2,000 services.
-cd /work/main
-OUT=bench/results/control-gate
-B=".venv/bin/python bench/run.py --phases control --modes learn,conntrack --lab-switches linux"
-for i in "$@"; do
-  echo "== before-$i $(date +%T)"
-  $B --app-src /tmp/lbrp-before --out $OUT/before-$i.json > $OUT/before-$i.log 2>&1
-  grep -E 'REST|p90|max' $OUT/before-$i.log
-  echo "== after-$i $(date +%T)"
-  $B --out $OUT/after-$i.json > $OUT/after-$i.log 2>&1
-  grep -E 'REST|p90|max' $OUT/after-$i.log
-done
-echo "done $(date +%T)"
+# "before" runs from a worktree of 842e5e5 at /tmp/lbrp-before.
+exec "$(dirname "$0")/../ab-control.sh" bench/results/control-gate /tmp/lbrp-before "$@"
