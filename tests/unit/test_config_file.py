@@ -78,18 +78,32 @@ def test_dump_writes_again_only_the_services_that_changed(
         for i in range(4)]})
     assert config.dump(Config()) == _whole(Config())
     assert config.dump(cfg) == _whole(cfg)
-    dumped: list[object] = []
-    real = config._yaml
+    formatted: list[Service] = []
+    real = config.service_text
 
-    def counting(doc: object) -> str:
-        dumped.append(doc)
-        return real(doc)
+    def counting(svc: Service) -> str:
+        formatted.append(svc)
+        return real(svc)
 
-    monkeypatch.setattr(config, "_yaml", counting)
+    monkeypatch.setattr(config, "service_text", counting)
     key = ServiceKey("13.13.13.3", "tcp", 82)
     changed = cfg.with_service(Service(key, "new", (Backend("10.0.1.9", 9, 3),)))
     text = config.dump(changed)
-    # the settings, then the one changed service
-    assert [type(d) for d in dumped] == [dict, list] and dumped[1][0]["name"] == "new"
+    assert formatted == [changed.services[key]]  # only the changed service
     assert text == _whole(changed)
     assert parse_config(yaml.safe_load(text)) == changed
+
+
+@pytest.mark.parametrize("name", [
+    "", "svc-1", "web_1.2", "_x", "1e3", "y", "x" * 256,  # written plain
+    "yes", "No", "on", "null", "~", "123", "-1", "1.5", ".inf", "0x1F", "1_000", "0b101",
+    "1:20", "2001-01-01", "<<", "=", "a: b", "- x", "#x", "x #y", " lead", "trail ", "'q'",
+    '"dq"', "é", "\U0001F600", "\u2028", "a\nb", "a\n\nb  c\n", " ".join(["word"] * 50)])
+def test_a_service_is_written_as_yaml_writes_it(name: str) -> None:
+    for backends in ([], [{"ip": "10.0.1.2", "port": 80, "weight": 0},
+                          {"ip": "10.0.0.9", "port": 65535, "weight": 256}]):
+        svc = parse_config({"services": [{"vip": "13.13.13.13", "proto": "udp", "port": 1,
+                                          "name": name, "backends": backends}]}
+                           ).sorted_services()[0]
+        assert config.service_text(svc) == yaml.dump(
+            [svc.to_dict()], Dumper=config._Dumper, sort_keys=False, default_flow_style=False)
