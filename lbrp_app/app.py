@@ -325,21 +325,26 @@ class LbrpApp(app_manager.OSKenApp):
     def poll_stats(self) -> None:
         """Read counters from every programmed switch into the stats book."""
         cfg = self.config
+        # the book's work goes in steps, letting REST changes run in between (and go first)
         if cfg is not self.stats_pruned_for:  # after a change: removed backends' totals go
-            self.stats.prune(cfg)
+            for _ in self.stats.prune_steps(cfg):
+                self._changes_first()
             self.stats_pruned_for = cfg
         for sw in self.programmed_switches():
             try:
                 reading = self._read_counters(sw.dp, cfg)
-                # in steps, letting REST changes run in between (and go first)
                 for _ in self.stats.on_reading_steps(sw.dp.id, reading, time.time()):
-                    hub.sleep(0)
-                    self.changes.wait_clear(SWITCH_TIMEOUT)
+                    self._changes_first()
             except SwitchError as exc:
                 LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
         if cfg.settings.session_pinning == "conntrack" and self.programmed_switches():
             self._read_conntrack(cfg)
             self._warn_zone_full(cfg)
+
+    def _changes_first(self) -> None:
+        """Let other work run, and wait while a REST change is pending."""
+        hub.sleep(0)
+        self.changes.wait_clear(SWITCH_TIMEOUT)
 
     def _warn_zone_full(self, cfg: Config) -> None:
         """Say how many new sessions' packets a full zone dropped (at most once a minute)."""

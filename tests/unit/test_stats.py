@@ -285,3 +285,28 @@ def test_a_reading_taken_in_steps_gives_the_totals_of_one_taken_at_once() -> Non
         assert getattr(stepped, attr) == getattr(at_once, attr), attr
     assert stepped.mono._last == at_once.mono._last
     assert stepped.snapshot(CFG, 1, None) == at_once.snapshot(CFG, 1, None)
+
+
+def test_a_prune_taken_in_steps_forgets_what_one_taken_at_once_forgets() -> None:
+    """The app prunes a few hundred services at a time, letting REST changes in between."""
+    services = [Service(ServiceKey(f"13.13.14.{i}", "tcp", 80), "", (
+        Backend(f"10.0.2.{i}", 80), Backend(f"10.0.3.{i}", 80))) for i in range(1, 11)]
+    cfg = Config()
+    for svc in services:
+        cfg = cfg.with_service(svc)
+    sessions = {(s.key.service_id, b.backend_id, table): (1, 2, 3) for s in services
+                for b in s.backends for table in pl.SESSION_TABLES}
+    big = Reading(sessions=sessions, buckets={(s, b): (1, 60) for s, b, _ in sessions},
+                  service_in={s: (1, 1) for s, _, _ in sessions})
+    smaller = cfg.without_service(services[0].key).with_service(
+        Service(services[1].key, "", services[1].backends[:1]))
+    at_once, stepped = StatsBook(), StatsBook()
+    for book in (at_once, stepped):
+        book.on_reading(1, big, 1.0)
+    dropped = at_once.prune(smaller)
+    assert dropped == 2 * (2 * 2 + 2) + 2 + (2 * 2 + 2)  # service 1: 2 backends and its own
+    steps = stepped.prune_steps(smaller, step=3)
+    assert sum(1 for _ in steps) == 3  # 9 services, 3 at a time
+    for attr in ("seen_pairs", "seen_sids", "seen_counted"):
+        assert getattr(stepped, attr) == getattr(at_once, attr), attr
+    assert stepped.mono._last == at_once.mono._last
