@@ -294,8 +294,10 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
             None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY, ck, pl.ALL_ONES, parser.OFPMatch())
 
     ct = cfg.settings.session_pinning == "conntrack"
+    owners: dict[int, list[int]] = {}  # group id -> bucket owners, for the group stats
     for svc in cfg.sorted_services():
         sid = svc.key.service_id
+        owners[sid] = pl.bucket_owners(svc)  # here: spread over the poll's round trips
         for be in svc.backends:
             if ct:  # the backend's forwarding flows after ct(), one per direction
                 ck = pl.cookie(pl.KIND_BACKEND, sid, be.backend_id)
@@ -316,5 +318,5 @@ def counter_requests(parser: ModuleType, ofp: ModuleType,
         for ck in pl.CT_AFTER_COMMIT_COOKIES:
             yield aggregate(("counted", ck), pl.CT_FWD, ck)
     # its replies (several for many groups) are filed by each group's bucket owners
-    yield ("groups", pl.bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
+    yield ("groups", owners), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)
     yield ("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER)

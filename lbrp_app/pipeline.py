@@ -665,11 +665,10 @@ def service_group(svc: Service, conntrack: bool = False) -> Group:
     return Group(key.service_id, buckets)
 
 
-def bucket_owners(cfg: Config) -> dict[int, list[int]]:
-    """Group id -> the backend id of each of its buckets, in bucket order (that of
-    :func:`service_group`, without building the groups)."""
-    return {s.key.service_id: [be.backend_id for be, _, _ in bucket_weights(s.active_backends)]
-            for s in cfg.services.values()}
+def bucket_owners(svc: Service) -> list[int]:
+    """The backend id of each bucket of the service's group, in bucket order (that of
+    :func:`service_group`, without building the group)."""
+    return [be.backend_id for be, _, _ in bucket_weights(svc.active_backends)]
 
 
 def _service_state(svc: Service, p: Ports, settings: Settings) -> tuple[tuple[Flow, ...], Group]:

@@ -358,7 +358,7 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
     elif kind == "groups":
         # bucket counters come in the order of the group's buckets (one or two a backend);
-        # the request's key carries each group's bucket owners (pipeline.bucket_owners)
+        # the request's key carries each group's bucket owners (pipeline.bucket_owners, per service)
         owners = k
         for g in msg.body:
             sums: dict[int, tuple[int, int]] = {}

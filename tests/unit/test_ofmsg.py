@@ -217,3 +217,14 @@ def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() 
     for ck in after_commit:
         req = drops(ct)[ck]
         assert (req.table_id, req.cookie, req.cookie_mask) == (pl.CT_FWD, ck, pl.ALL_ONES)
+
+
+def test_counter_poll_files_group_stats_by_every_groups_bucket_owners() -> None:
+    """The group stats request is the last; its key holds each group's bucket owners."""
+    web = Service(ServiceKey("13.13.13.13", "tcp", 80), "web",
+                  (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 0)))
+    dns = Service(ServiceKey("13.13.13.14", "udp", 53), "dns", (Backend("10.0.1.4", 53, 2),))
+    cfg = Config().with_service(web).with_service(dns)
+    key, msg = list(ofmsg.counter_requests(parser, ofp, cfg))[-2]
+    assert isinstance(msg, parser.OFPGroupStatsRequest) and key == ("groups", {
+        svc.key.service_id: pl.bucket_owners(svc) for svc in (web, dns)})

@@ -460,11 +460,9 @@ def test_bucket_owners_follow_the_groups_buckets_in_order() -> None:
     web = ServiceKey("13.13.13.13", "tcp", 80)
     svc = Service(web, "web", (Backend("10.0.1.2", 80, 3), Backend("10.0.1.3", 80, 0),
                                Backend("10.0.1.4", 80, 7)))
-    cfg = Config().with_service(svc)
-    owners = pl.bucket_owners(cfg)
+    owners = pl.bucket_owners(svc)
     group = pl.service_group(svc)
-    assert owners == {web.service_id: [b.backend_id for b in group.buckets]}
+    assert owners == [b.backend_id for b in group.buckets]
     # the weight-0 backend has no bucket; the heaviest has two (one split off)
-    assert sorted(set(owners[web.service_id])) == sorted(
-        b.backend_id for b in svc.backends if b.weight)
-    assert len(owners[web.service_id]) == 3
+    assert sorted(set(owners)) == sorted(b.backend_id for b in svc.backends if b.weight)
+    assert len(owners) == 3
