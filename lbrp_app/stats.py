@@ -190,11 +190,11 @@ class StatsBook:
         gone is visited. Returns the totals dropped.
         """
         steps = self.prune_steps(cfg)
-        while True:
-            try:
+        try:
+            while True:
                 next(steps)
-            except StopIteration as done:
-                return int(done.value)
+        except StopIteration as done:
+            return int(done.value)
 
     def prune_steps(self, cfg: Config, step: int = PRUNE_STEP) -> Generator[None, None, int]:
         """:meth:`prune` in steps of at most ``step`` services: the caller may run other
@@ -358,7 +358,7 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
     elif kind == "groups":
         # bucket counters come in the order of the group's buckets (one or two a backend);
-        # the request's key carries each group's bucket owners (pipeline.bucket_owners, per service)
+        # the request's key carries each group's bucket owners (ofmsg.counter_requests)
         owners = k
         for g in msg.body:
             sums: dict[int, tuple[int, int]] = {}
