@@ -387,6 +387,90 @@ def test_removing_a_shared_backend_keeps_the_other_services_sessions(lb: Any) ->
     assert "b2" not in web_held["by_backend"], web_held
 
 
+ASK_SCRIPT = """
+import json, socket, sys
+socks = {}
+out = []
+for sport, ip, port in json.loads(sys.argv[1]):
+    if sport not in socks:
+        socks[sport] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        socks[sport].bind(("", sport))
+        socks[sport].settimeout(1)
+    for _ in range(3):  # a lost datagram is resent on the same 5-tuple
+        socks[sport].sendto(b"x", (ip, port))
+        try:
+            data, src = socks[sport].recvfrom(100)
+            break
+        except socket.timeout:
+            continue
+    else:
+        raise SystemExit(f"no reply from {ip}:{port} to port {sport}")
+    out.append([src[0], src[1], data.decode().strip()])
+print(json.dumps(out))
+"""
+
+
+def udp_replies(net: Any, run_in: Any, asks: list[tuple[int, str, int]]) -> list[tuple[str, int, str]]:
+    """Send one datagram per (client port, ip, port), in order, from the first client; each
+    reply's source ip, port and the answering backend's name."""
+    import json
+
+    out = run_in(net.clients[0], [sys.executable, "-c", ASK_SCRIPT, json.dumps(asks)], timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return [tuple(r) for r in json.loads(out.stdout)]
+
+
+def test_one_client_port_on_two_services_sharing_a_backend_gets_the_documented_replies(
+        lb: Any, run_in: Any) -> None:
+    """The one collision a shared backend allows (README, Limits): the same client ip:port
+    in a session with two services that share a backend ip:port. The backend sees one
+    4-tuple for both, so its replies can carry only one service's VIP:port.
+
+    Learn: the later session's learned reverse flow replaces the earlier one's (same
+    match), so both sessions' replies come from the later service, once OVS has
+    revalidated the datapath's cached reply flow; until then they still come from the
+    earlier one. Conntrack: they come from the first service, in service order, that has
+    a connection from that client port. Other client ports are not affected.
+    """
+    ctl: Controller = lb.ctl
+    svc_a, svc_b = ("13.13.13.21", 7000), ("13.13.13.22", 7000)  # A comes first in order
+    for vip, port in (svc_a, svc_b):
+        assert ctl.request("PUT", f"/services/{vip}/udp/{port}",
+                           {"backends": [{"ip": B2, "port": 8004, "weight": 1}]})[0] == 201
+    both, only_a, only_b = 32000, 32001, 32002  # below the ephemeral range, used by no other test
+
+    def sources(*asks: tuple[int, str, int]) -> list[tuple[str, int]]:
+        replies = udp_replies(lb, run_in, list(asks))
+        assert all(name == "b2" for *_, name in replies), replies
+        return [(ip, port) for ip, port, _ in replies]
+
+    first, second, alone_a, alone_b = sources((both, *svc_a), (both, *svc_b),
+                                              (only_a, *svc_a), (only_b, *svc_b))
+    assert (first, alone_a, alone_b) == (svc_a, svc_a, svc_b)
+    if lb.mode == "learn":
+        assert second in (svc_a, svc_b)  # B's own first reply: A's cached flow, or B's
+        wait_for(lambda: sources((both, *svc_a)) == [svc_b], 10,
+                 "A's session's replies to come from B (OVS revalidating the cached flow)")
+    else:
+        assert second == svc_a
+        assert sources((both, *svc_b), (both, *svc_a)) == [svc_a, svc_a]
+
+
+def test_a_client_port_in_a_vip_session_gets_its_backends_direct_replies_from_the_vip(
+        lb: Any, run_in: Any) -> None:
+    """README, Limits: a client that talks straight to a backend from a port that has a
+    session through the VIP to that backend ip:port is the same 4-tuple for the backend,
+    so the direct replies are rewritten to the VIP. From another port they pass unchanged."""
+    ctl: Controller = lb.ctl
+    svc = ("13.13.13.21", 7000)
+    assert ctl.request("PUT", f"/services/{svc[0]}/udp/{svc[1]}",
+                       {"backends": [{"ip": B2, "port": 8004, "weight": 1}]})[0] == 201
+    in_session, other = 32003, 32004
+    replies = udp_replies(lb, run_in, [(in_session, *svc), (in_session, B2, 8004),
+                                       (other, B2, 8004)])
+    assert [(ip, port) for ip, port, _ in replies] == [svc, svc, (B2, 8004)], replies
+
+
 def fixed_ports(net: Any) -> int:
     """The first of 3,300 client ports below the ephemeral range (an earlier test's TCP
     connection from the same port could still be in TIME_WAIT), one block per mode."""
