@@ -486,7 +486,7 @@ class LbrpApp(app_manager.OSKenApp):
         decoded = pl.decode_cookie(msg.cookie)
         reply = None
         if sw is not None and sw.ports is not None and decoded is not None:
-            kind = decoded[0]
+            kind, sid = decoded[0], decoded[1]
             counters = self.stats.counters
             if kind == pl.KIND_VIP:
                 reply = packets.echo_reply(msg.data, self.config.vip_set)
@@ -495,13 +495,47 @@ class LbrpApp(app_manager.OSKenApp):
             elif kind == pl.KIND_REJECT:
                 reply = packets.reject(msg.data)
                 if reply is not None:
-                    counters.rejects[decoded[1]] = counters.rejects.get(decoded[1], 0) + 1
+                    counters.rejects[sid] = counters.rejects.get(sid, 0) + 1
+            elif kind == pl.KIND_NOT_SYN:
+                rst = packets.reset(msg.data)
+                if rst is not None:
+                    hub.spawn(self._reset, dp, msg.match.get("in_port", sw.ports.frontend),
+                              sid, rst)
+                    return
         if reply is None:
             self.stats.counters.ignored_packet_ins += 1
             return
+        self._packet_out(dp, msg.match.get("in_port", sw.ports.frontend), reply)
+
+    def _packet_out(self, dp: Any, port: int, data: bytes) -> None:
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        in_port = msg.match.get("in_port", sw.ports.frontend)
         dp.send_msg(parser.OFPPacketOut(
             datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
             match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
-            actions=[parser.OFPActionOutput(in_port)], data=reply))
+            actions=[parser.OFPActionOutput(port)], data=data))
+
+    def _reset(self, dp: Any, port: int, sid: int, rst: packets.Reset) -> None:
+        """Send ``rst`` for a non-SYN that reached the switch's no-session flow.
+
+        Learn pinning: only once the switch confirms it holds no session for the
+        segment's 5-tuple. A datapath flow cached before the session was learned (a
+        client port reused within OVS's max-idle) may still send a new session's first
+        packets here until OVS revalidates it; a RST would end that session.
+        """
+        if self.config.settings.session_pinning == "learn":
+            match = pl.tcp_session_match(rst.client, rst.client_port, rst.vip, rst.vip_port)
+            parser = dp.ofproto_parser
+            try:
+                answer = request(dp, self.tracker,
+                                 [ofmsg.session_count_request(parser, dp.ofproto, match)],
+                                 SWITCH_TIMEOUT)
+            except SwitchError:
+                return
+            counts = [m.body.stats.get("flow_count", 0) for m in answer.replies
+                      if isinstance(m, parser.OFPAggregateStatsReply)]
+            if answer.errors or counts != [0]:
+                self.stats.counters.ignored_packet_ins += 1
+                return
+        self._packet_out(dp, port, rst.data)
+        resets = self.stats.counters.resets
+        resets[sid] = resets.get(sid, 0) + 1

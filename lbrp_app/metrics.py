@@ -36,6 +36,9 @@ class _Snapshot:
         rejected = CounterMetricFamily("lbrp_service_rejected_sessions",
                                        "New sessions rejected for lack of a usable backend",
                                        labels=SVC_LABELS)
+        resets = CounterMetricFamily("lbrp_service_not_syn_resets",
+                                     "TCP RSTs sent for packets that were not a SYN and "
+                                     "matched no session", labels=SVC_LABELS)
         not_syn = CounterMetricFamily("lbrp_service_dropped_packets",
                                       "Packets dropped by the service", labels=[*SVC_LABELS,
                                                                                 "reason"])
@@ -44,6 +47,7 @@ class _Snapshot:
             rejected.add_metric(sl, svc["rejected_sessions"])
             if svc["proto"] == "tcp":
                 not_syn.add_metric([*sl, "not_syn_without_session"], svc["dropped_not_syn"])
+                resets.add_metric(sl, svc["not_syn_resets"])
             for be in svc["backends"]:
                 bl = [*sl, f"{be['ip']}:{be['port']}"]
                 new.add_metric(bl, be["new_sessions"])
@@ -58,7 +62,7 @@ class _Snapshot:
         for v in doc["vips"]:
             frags.add_metric([v["vip"]], v["fragments_dropped"])
         ctl = doc["controller"]
-        yield from (new, active, weight, packets, nbytes, rejected, not_syn, frags)
+        yield from (new, active, weight, packets, nbytes, rejected, not_syn, resets, frags)
         yield CounterMetricFamily("lbrp_echo_replies", "ICMP echo replies sent for VIPs",
                                   value=ctl["echo_replies"])
         yield CounterMetricFamily("lbrp_packet_ins_dropped_by_meter",

@@ -278,6 +278,13 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
 
 
 
+def session_count_request(parser: ModuleType, ofp: ModuleType, match: pl.Match) -> Any:
+    """An aggregate-stats request counting the learned sessions (SESSION_FWD) that
+    ``match`` selects (non-strict: flows that also match other fields count)."""
+    return parser.OFPAggregateStatsRequest(None, 0, pl.SESSION_FWD, ofp.OFPP_ANY,
+                                           ofp.OFPG_ANY, 0, 0, _match(parser, match))
+
+
 def counter_requests(parser: ModuleType, ofp: ModuleType,
                      cfg: Config) -> Iterator[tuple[tuple[str, Any], Any]]:
     """The stats requests of one counter poll, each with the key its reply is filed under.

@@ -1,4 +1,4 @@
-"""Packets the controller answers with: ICMP echo replies and session rejects.
+"""Packets the controller answers with: ICMP echo replies, session rejects and resets.
 
 Pure functions from the raw packet-in bytes to the raw reply bytes (or None
 when the packet must be ignored: malformed, fragmented, not what we expect).
@@ -6,8 +6,10 @@ when the packet must be ignored: malformed, fragmented, not what we expect).
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp
 from os_ken.lib.packet.ether_types import ETH_TYPE_IP
@@ -110,4 +112,46 @@ def ip_header_bytes(data: bytes) -> bytes:
     return bytes(data[14:14 + ihl])
 
 
+@dataclass(frozen=True)
+class Reset:
+    """The RST for a TCP segment to a VIP that no session holds, and that segment's
+    addresses (the switch is asked about its session before the RST is sent)."""
 
+    data: bytes
+    client: str
+    client_port: int
+    vip: str
+    vip_port: int
+
+
+def reset(data: bytes) -> Reset | None:
+    """The RST, from the VIP, for a TCP segment of no connection (RFC 9293, 3.10.7.1).
+
+    None for a segment that is itself a RST, a SYN (new sessions are the group's), or
+    one whose checksum is wrong: a host answers none of them.
+    """
+    parsed = _parse_ipv4(data)
+    if parsed is None:
+        return None
+    eth, ip, l4 = parsed
+    if ip.proto != 6 or len(l4) < 20 or (l4[12] >> 4) * 4 < 20:
+        return None
+    sport, dport, seq, ack = struct.unpack_from("!HHII", l4, 0)
+    flags = l4[13]
+    if flags & 0x06:  # RST or SYN
+        return None
+    pseudo = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst) + struct.pack("!xBH", 6, len(l4))
+    if icmp_checksum(pseudo + l4) != 0:
+        return None
+    pkt = _ip_reply(eth, ip, 6, ip.dst)
+    if flags & 0x10:  # ACK: the RST takes the sequence number the segment acknowledged
+        rst = tcp.tcp(src_port=dport, dst_port=sport, seq=ack, ack=0, bits=tcp.TCP_RST,
+                      window_size=0)
+    else:
+        seg_len = len(l4) - (l4[12] >> 4) * 4 + (1 if flags & 0x01 else 0)
+        rst = tcp.tcp(src_port=dport, dst_port=sport, seq=0,
+                      ack=(seq + seg_len) & 0xFFFFFFFF, bits=tcp.TCP_RST | tcp.TCP_ACK,
+                      window_size=0)
+    pkt.add_protocol(rst)
+    pkt.serialize()
+    return Reset(bytes(pkt.data), ip.src, sport, ip.dst, dport)

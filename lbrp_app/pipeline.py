@@ -46,8 +46,12 @@ Table 20 ``SERVICE`` (a packet to a service with no session)
   200  tcp SYN (no ACK/FIN/RST) or any udp, nw_dst=VIP, tp_dst=vport
        -> group:<service id>; or, with no backend of weight > 0, meter:1, controller
        (the app rejects: TCP RST / ICMP port unreachable)
-  100  tcp, nw_dst=VIP, tp_dst=vport (not a SYN, no session) -> drop: never
-       balanced mid-stream
+  100  tcp, nw_dst=VIP, tp_dst=vport (not a SYN, no session) -> meter:1,
+       controller: never balanced mid-stream. The app answers with a TCP RST once
+       the switch confirms that SESSION_FWD holds no session for the 5-tuple (a
+       datapath flow cached before the session was learned can still send its
+       first packets here), so a client whose session expired or was purged fails
+       at once instead of retransmitting into nothing
   0    drop
 
 Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
@@ -90,7 +94,10 @@ Table 40 ``CT_FWD`` (client -> VIP, tracked)
   200  ct_state=-inv-rpl+trk, udp, nw_dst=VIP, tp_dst=vport -> group (or reject): a
        new flow, or one whose backend no flow above serves any more (committed to it
        while its removal purged its connections); the commit relabels it
-  100  tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session, or a purged one) -> drop
+  100  ct_state=-inv-rpl+trk, tcp, nw_dst=VIP, tp_dst=vport (not a new SYN: no session,
+       or a purged one) -> meter:1, controller (the app answers with a TCP RST)
+  90   tcp, nw_dst=VIP, tp_dst=vport (invalid, e.g. SYN+FIN: perhaps crafted on a live
+       connection's tuple, so no RST) -> drop
   0    drop
 
 Table 41 ``CT_REV`` (backend -> client, source already set to a VIP)
@@ -122,10 +129,10 @@ id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
 app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
-and CT_REV flows), 6 fragment drop, 7 not-SYN drop, 8 learned session,
+and CT_REV flows), 6 fragment drop, 7 not a SYN and no session (RST, or drop), 8 learned session,
 0 conntrack check after the commit (object 0: zone full, 1: backend gone twice,
 2: picked again). Bucket ids are backend ids, so bucket counters follow their
-backend. Meter 1 limits packet-ins (ICMP echo and rejects).
+backend. Meter 1 limits packet-ins (ICMP echo, rejects and RSTs for non-SYNs).
 """
 
 from __future__ import annotations
@@ -162,6 +169,7 @@ PRIO_CT_FULL = 250
 PRIO_CT_GONE = 245
 PRIO_CT_REPICK = 240
 PRIO_CT_RETRY = 100
+PRIO_CT_INVALID = 90
 PRIO_PASS = 10
 PRIO_REV_GROUP_ADDR = 1
 PRIO_MISS = 0
@@ -475,7 +483,13 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
         flows.append(_flow(table, PRIO_SERVICE, new_session,
                            (Meter(PACKET_IN_METER), Controller()), cookie(KIND_REJECT, sid)))
     if key.proto == "tcp":
-        flows.append(_flow(table, PRIO_NOT_SYN, l4, (), cookie(KIND_NOT_SYN, sid)))
+        to_app = (Meter(PACKET_IN_METER), Controller())
+        not_syn = cookie(KIND_NOT_SYN, sid)
+        if conntrack:
+            flows += [_flow(table, PRIO_NOT_SYN, (("ct_state", CT_ORIG),) + l4, to_app, not_syn),
+                      _flow(table, PRIO_CT_INVALID, l4, (), not_syn)]
+        else:
+            flows.append(_flow(table, PRIO_NOT_SYN, l4, to_app, not_syn))
     return flows
 
 
@@ -620,6 +634,13 @@ def learn_flow(svc: Service, be: Backend, p: Ports, s: Settings) -> Flow:
                     (REG_SERVICE, key.service_id), (REG_BACKEND, be.backend_id))
     return _flow(LEARN, PRIO_LEARN, match, actions,
                  cookie(KIND_BACKEND, key.service_id, be.backend_id))
+
+
+def tcp_session_match(client: str, client_port: int, vip: str, vip_port: int) -> Match:
+    """The fields a learned forward session of TCP matches in SESSION_FWD (learn_flow's
+    forward specs, less its SYN bit): the switch is asked for it before a RST is sent."""
+    return (("eth_type", ETH_IP), ("ip_proto", IP_PROTO["tcp"]), ("ipv4_src", client),
+            ("ipv4_dst", vip), ("tcp_src", client_port), ("tcp_dst", vip_port))
 
 
 DP_HASH_SLOTS = 256  # OVS 3.1: MAX(16, pow2(ceil(total / min weight))) slots, at most 256

@@ -100,6 +100,7 @@ class ControllerCounters:
 
     echo_replies: int = 0
     rejects: dict[int, int] = field(default_factory=dict)  # service id -> sessions
+    resets: dict[int, int] = field(default_factory=dict)  # service id -> RSTs for non-SYNs
     ignored_packet_ins: int = 0
 
 
@@ -228,9 +229,10 @@ class StatsBook:
             for kind in ("svc_in", "svc_in_bytes"):
                 removed += forget((dpid, kind), dead_sids)
             removed += forget((dpid, "counted"), dead_counted)
-        for sid in [s for s in self.counters.rejects if s not in sids]:
-            del self.counters.rejects[sid]
-            removed += 1
+        for per_service in (self.counters.rejects, self.counters.resets):
+            for sid in [s for s in per_service if s not in sids]:
+                del per_service[sid]
+                removed += 1
         self.seen_pairs -= dead_pairs
         self.seen_sids -= dead_sids
         self.seen_counted -= dead_counted
@@ -303,6 +305,7 @@ class StatsBook:
                 "name": svc.name, **totals,
                 "rejected_sessions": self.counters.rejects.get(sid, 0),
                 "dropped_not_syn": self.counted(pl.cookie(pl.KIND_NOT_SYN, sid)),
+                "not_syn_resets": self.counters.resets.get(sid, 0),
                 "backends": backends})
         vips = [{"vip": vip,
                  "fragments_dropped": self.counted(pl.vip_cookie(pl.KIND_FRAG, vip))}

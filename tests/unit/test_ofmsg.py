@@ -228,3 +228,17 @@ def test_counter_poll_files_group_stats_by_every_groups_bucket_owners() -> None:
     key, msg = list(ofmsg.counter_requests(parser, ofp, cfg))[-2]
     assert isinstance(msg, parser.OFPGroupStatsRequest) and key == ("groups", {
         svc.key.service_id: pl.bucket_owners(svc) for svc in (web, dns)})
+
+
+def test_session_count_request_asks_the_forward_session_table_for_one_5_tuple() -> None:
+    match = pl.tcp_session_match("10.0.0.1", 40000, WEB.vip, WEB.port)
+    req = ofmsg.session_count_request(parser, ofp, match)
+    raw = serialize(req)
+    assert struct.unpack_from("!BBHIHH", raw) == (
+        ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, len(raw), 7, ofp.OFPMP_AGGREGATE_STATS, 0)
+    assert (req.table_id, req.out_port, req.out_group) == (pl.SESSION_FWD, ofp.OFPP_ANY,
+                                                          ofp.OFPG_ANY)
+    assert (req.cookie, req.cookie_mask) == (0, 0)  # every session, whatever its backend
+    assert dict(req.match.items()) == {"eth_type": 0x800, "ip_proto": 6,
+                                       "ipv4_src": "10.0.0.1", "ipv4_dst": WEB.vip,
+                                       "tcp_src": 40000, "tcp_dst": WEB.port}

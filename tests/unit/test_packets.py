@@ -77,3 +77,55 @@ def test_port_unreachable_for_udp_quotes_the_datagram() -> None:
     quoted = ic.data.data
     assert quoted[:20] == dgram[14:34]  # original IP header
     assert struct.unpack_from("!HH", quoted, 20) == (40000, 53)
+
+
+def tcp_checksum_ok(frame: bytes) -> bool:
+    ip = packet.Packet(frame).get_protocol(ipv4.ipv4)
+    l4 = frame[34:14 + ip.total_length]
+    pseudo = (bytes(map(int, ip.src.split("."))) + bytes(map(int, ip.dst.split(".")))
+              + struct.pack("!xBH", 6, len(l4)))
+    return packets.icmp_checksum(pseudo + l4) == 0
+
+
+def test_rst_for_a_segment_of_no_session_takes_the_acknowledged_sequence_number() -> None:
+    seg = build(tcp.tcp(src_port=40000, dst_port=8000, seq=5, ack=900, bits=tcp.TCP_ACK
+                        | tcp.TCP_PSH), 6, payload=b"GET / HTTP/1.0\r\n\r\n")
+    rst = packets.reset(seg)
+    assert rst is not None
+    assert (rst.client, rst.client_port, rst.vip, rst.vip_port) == (
+        "10.0.0.1", 40000, "13.13.13.13", 8000)
+    p = packet.Packet(rst.data)
+    eth, ip, t = p.get_protocol(ethernet.ethernet), p.get_protocol(ipv4.ipv4), \
+        p.get_protocol(tcp.tcp)
+    assert (eth.src, eth.dst) == (GW_MAC, CLIENT_MAC)
+    assert (ip.src, ip.dst, t.src_port, t.dst_port) == ("13.13.13.13", "10.0.0.1", 8000, 40000)
+    assert (t.bits, t.seq) == (tcp.TCP_RST, 900)  # RFC 9293: <SEQ=SEG.ACK><CTL=RST>
+    assert tcp_checksum_ok(rst.data)
+
+
+def test_rst_for_a_segment_without_ack_acknowledges_its_data_and_fin() -> None:
+    seg = build(tcp.tcp(src_port=40000, dst_port=8000, seq=0xFFFFFFF0, bits=tcp.TCP_FIN), 6,
+                payload=b"x" * 20)
+    rst = packets.reset(seg)
+    assert rst is not None
+    t = packet.Packet(rst.data).get_protocol(tcp.tcp)
+    # <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; the FIN counts one, modulo 2^32
+    assert (t.bits, t.seq, t.ack) == (tcp.TCP_RST | tcp.TCP_ACK, 0, 5)
+    assert tcp_checksum_ok(rst.data)
+
+
+def test_no_rst_for_a_rst_a_syn_a_bad_checksum_or_not_tcp() -> None:
+    def seg(bits: int) -> bytes:
+        return build(tcp.tcp(src_port=40000, dst_port=8000, seq=5, ack=9, bits=bits), 6)
+
+    assert packets.reset(seg(tcp.TCP_ACK)) is not None
+    for bits in (tcp.TCP_RST, tcp.TCP_RST | tcp.TCP_ACK, tcp.TCP_SYN,
+                 tcp.TCP_SYN | tcp.TCP_ACK, tcp.TCP_SYN | tcp.TCP_FIN):
+        assert packets.reset(seg(bits)) is None, bits
+    bad_sum = bytearray(seg(tcp.TCP_ACK))
+    bad_sum[14 + 20 + 19] ^= 0x01  # the last byte of the TCP header (the frame is padded)
+    assert packets.reset(bytes(bad_sum)) is None
+    assert packets.reset(build(udp.udp(src_port=40000, dst_port=53), 17)) is None
+    assert packets.reset(seg(tcp.TCP_ACK)[:40]) is None  # truncated
+    assert packets.reset(build(tcp.tcp(src_port=1, dst_port=2, bits=tcp.TCP_ACK), 6,
+                               flags=1)) is None  # a fragment

@@ -52,8 +52,11 @@ def test_service_programs_classifier_group_and_learn_flows() -> None:
     svc_flows = flows_of(st, pl.SERVICE)
     syn = [f for f in svc_flows if ("tcp_flags", (pl.TCP_SYN, pl.TCP_SYN_MASK)) in f.match]
     assert len(syn) == 1 and syn[0].actions == (pl.GroupAction(sid),)
+    # a non-SYN with no session is never balanced mid-stream: the app answers it (RST)
     not_syn = [f for f in svc_flows if f.priority == pl.PRIO_NOT_SYN]
-    assert len(not_syn) == 1 and not_syn[0].actions == ()  # never balanced mid-stream
+    assert len(not_syn) == 1
+    assert not_syn[0].actions == (pl.Meter(pl.PACKET_IN_METER), pl.Controller())
+    assert pl.decode_cookie(not_syn[0].cookie)[:2] == (pl.KIND_NOT_SYN, sid)
     learn = {f.match: f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_LEARN}
     assert len(learn) == 3
     f = learn[(("eth_type", 0x800), ("ip_proto", 6), ("reg0", sid), ("reg1", B1.backend_id))]
@@ -65,6 +68,11 @@ def test_service_programs_classifier_group_and_learn_flows() -> None:
     assert learns[0].fin_idle_timeout == 12 and learns[0].idle_timeout == 300
     # forward learned flows skip SYNs, so a SYN always re-learns through the group
     assert ("match", 0, ("tcp_flags", 1), 1) in learns[0].specs
+    # the switch is asked for a session by the fields the forward learned flow matches
+    matched = {dst[0] for kind, _, dst, _ in learns[0].specs if kind == "match"}
+    asked = dict(pl.tcp_session_match("10.0.0.1", 40000, WEB.vip, WEB.port))
+    assert matched - {"tcp_flags"} == set(asked)
+    assert (asked["ipv4_dst"], asked["tcp_dst"]) == (WEB.vip, WEB.port)
     assert f.actions[-1] == pl.Output(2)
 
 
@@ -215,6 +223,16 @@ def test_conntrack_pinning_commits_with_a_label_and_rewrites_both_ways_without_n
         pl.SetField(pl.REG_REPICKED, 1), pl.SetField(pl.REG_COMMITTED, 0),
         pl.Resubmit(pl.CT_FWD))
     assert fwd[(pl.PRIO_CT_GONE, ((pl.REG_COMMITTED, 1), (pl.REG_REPICKED, 1)))] == ()
+    # a TCP non-SYN of no connection (or a purged one) goes to the app for a RST; an
+    # invalid one (e.g. SYN+FIN) is dropped, as it may be crafted on a live connection's
+    # tuple. Both are counted under one cookie.
+    l4 = (("eth_type", pl.ETH_IP), ("ip_proto", 6), ("ipv4_dst", WEB.vip), ("tcp_dst", WEB.port))
+    assert fwd[(pl.PRIO_NOT_SYN, (("ct_state", pl.CT_ORIG),) + l4)] == (
+        pl.Meter(pl.PACKET_IN_METER), pl.Controller())
+    assert fwd[(pl.PRIO_CT_INVALID, l4)] == ()
+    assert pl.PRIO_CT_INVALID < pl.PRIO_NOT_SYN < pl.PRIO_SERVICE
+    assert {pl.decode_cookie(f.cookie)[0] for f in flows_of(st, pl.CT_FWD)
+            if f.priority in (pl.PRIO_NOT_SYN, pl.PRIO_CT_INVALID)} == {pl.KIND_NOT_SYN}
     assert (pl.PRIO_SERVICE < pl.PRIO_CT_REPICK < pl.PRIO_CT_GONE < pl.PRIO_CT_FULL
             < pl.PRIO_CT_EST)
     assert {pl.REG_REPICKED, pl.REG_COMMITTED}.isdisjoint(m for m, _ in new.match)

@@ -46,6 +46,7 @@ def backend(doc: dict, ip: str) -> dict:
 def test_snapshot_counts_sessions_and_traffic() -> None:
     book = StatsBook()
     book.counters.rejects[SID] = 2
+    book.counters.resets[SID] = 1
     book.counters.echo_replies = 4
     book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600)), now=100.0)
     doc = book.snapshot(CFG, switches=1, last_reconcile=90.0)
@@ -56,6 +57,7 @@ def test_snapshot_counts_sessions_and_traffic() -> None:
     assert backend(doc, "10.0.1.3")["new_sessions"] == 0
     svc = doc["services"][0]
     assert (svc["packets_in"], svc["rejected_sessions"], svc["dropped_not_syn"]) == (50, 2, 3)
+    assert svc["not_syn_resets"] == 1
     assert doc["vips"] == [{"vip": "13.13.13.13", "fragments_dropped": 6}]
     ctl = doc["controller"]
     assert (ctl["echo_replies"], ctl["packet_ins_dropped_by_meter"], ctl["last_poll"]) == \
@@ -110,6 +112,7 @@ def test_two_switches_add_up() -> None:
 def test_prune_forgets_removed_backends_and_services_and_keeps_the_rest() -> None:
     book = StatsBook()
     book.counters.rejects[SID] = 2
+    book.counters.resets[SID] = 5
     reads = reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600))
     reads.buckets[(SID, B2.backend_id)] = (4, 240)
     book.on_reading(1, reads, now=1.0)
@@ -127,13 +130,14 @@ def test_prune_forgets_removed_backends_and_services_and_keeps_the_rest() -> Non
 
     gone = CFG.without_service(WEB)
     book.prune(gone)
-    assert book.counters.rejects == {} and book.removed == {}
+    assert book.counters.rejects == {} and book.counters.resets == {} and book.removed == {}
     assert book.snapshot(CFG, 1, None)["services"][0]["packets_in"] == 0
     assert book.snapshot(CFG, 1, None)["controller"]["packet_ins_dropped_by_meter"] == 7
 
 
 def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
     book = StatsBook()
+    book.counters.resets[SID] = 3
     book.on_reading(1, reading(10, (10, 40, 4000), (10, 50, 5000), (50, 4600)), now=1.0)
     text = render(book.snapshot(CFG, 1, 1.0)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -151,6 +155,8 @@ def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
                  "lbrp_packet_ins_dropped_by_meter", "lbrp_vip_dropped_fragments",
                  "lbrp_service_rejected_sessions"):
         assert name in families, name
+    (resets,) = families["lbrp_service_not_syn_resets"].samples
+    assert resets.name == "lbrp_service_not_syn_resets_total" and resets.value == 3
 
 
 def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
