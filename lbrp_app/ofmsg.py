@@ -277,7 +277,6 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
     return msgs
 
 
-
 def session_count_request(parser: ModuleType, ofp: ModuleType, match: pl.Match) -> Any:
     """An aggregate-stats request counting the learned sessions (SESSION_FWD) that
     ``match`` selects (non-strict: flows that also match other fields count)."""

@@ -129,10 +129,11 @@ id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
 app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
-and CT_REV flows), 6 fragment drop, 7 not a SYN and no session (RST, or drop), 8 learned session,
-0 conntrack check after the commit (object 0: zone full, 1: backend gone twice,
-2: picked again). Bucket ids are backend ids, so bucket counters follow their
-backend. Meter 1 limits packet-ins (ICMP echo, rejects and RSTs for non-SYNs).
+and CT_REV flows), 6 fragment drop, 7 not a SYN and no session (to the app for a
+RST; conntrack's invalid ones dropped), 8 learned session, 0 conntrack check after
+the commit (object 0: zone full, 1: backend gone twice, 2: picked again). Bucket
+ids are backend ids, so bucket counters follow their backend. Meter 1 limits
+packet-ins (ICMP echo, rejects and RSTs for non-SYNs).
 """
 
 from __future__ import annotations
