@@ -85,16 +85,11 @@ def reject(data: bytes) -> bytes | None:
     if parsed is None:
         return None
     eth, ip, l4 = parsed
-    if ip.proto == 6 and len(l4) >= 20:
-        sport, dport, seq = struct.unpack_from("!HHI", l4, 0)
+    if ip.proto == 6 and _tcp_header_fits(l4):
         flags = l4[13]
         if not flags & 0x02 or flags & 0x14:  # only a plain SYN is answered
             return None
-        seg_len = 1 + (1 if flags & 0x01 else 0)
-        pkt = _ip_reply(eth, ip, 6, ip.dst)
-        pkt.add_protocol(tcp.tcp(src_port=dport, dst_port=sport, seq=0,
-                                 ack=(seq + seg_len) & 0xFFFFFFFF,
-                                 bits=tcp.TCP_RST | tcp.TCP_ACK, window_size=0))
+        pkt = _rst(eth, ip, l4)
     elif ip.proto == 17 and len(l4) >= 8:
         pkt = _ip_reply(eth, ip, 1, ip.dst)
         original = ip_header_bytes(data) + l4[:8]
@@ -125,7 +120,7 @@ class Reset:
 
 
 def reset(data: bytes) -> Reset | None:
-    """The RST, from the VIP, for a TCP segment of no connection (RFC 9293, 3.10.7.1).
+    """The RST, from the VIP, for a TCP segment of no connection (see :func:`_rst`).
 
     None for a segment that is itself a RST, a SYN (new sessions are the group's), or
     one whose checksum is wrong: a host answers none of them.
@@ -134,24 +129,36 @@ def reset(data: bytes) -> Reset | None:
     if parsed is None:
         return None
     eth, ip, l4 = parsed
-    if ip.proto != 6 or len(l4) < 20 or (l4[12] >> 4) * 4 < 20:
+    if ip.proto != 6 or not _tcp_header_fits(l4):
         return None
-    sport, dport, seq, ack = struct.unpack_from("!HHII", l4, 0)
-    flags = l4[13]
-    if flags & 0x06:  # RST or SYN
+    sport, dport = struct.unpack_from("!HH", l4, 0)
+    if l4[13] & 0x06:  # RST or SYN
         return None
     pseudo = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst) + struct.pack("!xBH", 6, len(l4))
     if icmp_checksum(pseudo + l4) != 0:
         return None
-    pkt = _ip_reply(eth, ip, 6, ip.dst)
-    if flags & 0x10:  # ACK: the RST takes the sequence number the segment acknowledged
-        rst = tcp.tcp(src_port=dport, dst_port=sport, seq=ack, ack=0, bits=tcp.TCP_RST,
-                      window_size=0)
-    else:
-        seg_len = len(l4) - (l4[12] >> 4) * 4 + (1 if flags & 0x01 else 0)
-        rst = tcp.tcp(src_port=dport, dst_port=sport, seq=0,
-                      ack=(seq + seg_len) & 0xFFFFFFFF, bits=tcp.TCP_RST | tcp.TCP_ACK,
-                      window_size=0)
-    pkt.add_protocol(rst)
+    pkt = _rst(eth, ip, l4)
     pkt.serialize()
     return Reset(bytes(pkt.data), ip.src, sport, ip.dst, dport)
+
+
+def _tcp_header_fits(l4: bytes) -> bool:
+    return len(l4) >= 20 and 20 <= (l4[12] >> 4) * 4 <= len(l4)
+
+
+def _rst(eth: ethernet.ethernet, ip: ipv4.ipv4, l4: bytes) -> packet.Packet:
+    """The RST, from the segment's destination, for TCP segment ``l4`` of no connection
+    (RFC 9293, 3.10.7.1): with an ACK, <SEQ=SEG.ACK><CTL=RST>; without,
+    <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, SYN and FIN counting one each."""
+    sport, dport, seq, ack = struct.unpack_from("!HHII", l4, 0)
+    flags = l4[13]
+    pkt = _ip_reply(eth, ip, 6, ip.dst)
+    if flags & 0x10:
+        pkt.add_protocol(tcp.tcp(src_port=dport, dst_port=sport, seq=ack, ack=0,
+                                 bits=tcp.TCP_RST, window_size=0))
+    else:
+        seg_len = len(l4) - (l4[12] >> 4) * 4 + (flags & 0x03).bit_count()  # SYN, FIN
+        pkt.add_protocol(tcp.tcp(src_port=dport, dst_port=sport, seq=0,
+                                 ack=(seq + seg_len) & 0xFFFFFFFF,
+                                 bits=tcp.TCP_RST | tcp.TCP_ACK, window_size=0))
+    return pkt

@@ -129,3 +129,12 @@ def test_no_rst_for_a_rst_a_syn_a_bad_checksum_or_not_tcp() -> None:
     assert packets.reset(seg(tcp.TCP_ACK)[:40]) is None  # truncated
     assert packets.reset(build(tcp.tcp(src_port=1, dst_port=2, bits=tcp.TCP_ACK), 6,
                                flags=1)) is None  # a fragment
+
+
+def test_no_rst_for_a_tcp_header_longer_than_the_segment() -> None:
+    syn = bytearray(build(tcp.tcp(src_port=40000, dst_port=8000, seq=1, bits=tcp.TCP_SYN), 6))
+    ack = bytearray(build(tcp.tcp(src_port=40000, dst_port=8000, seq=1, ack=2,
+                                  bits=tcp.TCP_ACK), 6))
+    for frame in (syn, ack):
+        frame[14 + 20 + 12] = 0xF0  # data offset 60 bytes in a 20-byte segment
+    assert packets.reject(bytes(syn)) is None and packets.reset(bytes(ack)) is None
