@@ -487,6 +487,7 @@ class LbrpApp(app_manager.OSKenApp):
         reply = None
         if sw is not None and sw.ports is not None and decoded is not None:
             kind, sid = decoded[0], decoded[1]
+            port = msg.match.get("in_port", sw.ports.frontend)
             counters = self.stats.counters
             if kind == pl.KIND_VIP:
                 reply = packets.echo_reply(msg.data, self.config.vip_set)
@@ -499,13 +500,12 @@ class LbrpApp(app_manager.OSKenApp):
             elif kind == pl.KIND_NOT_SYN:
                 rst = packets.reset(msg.data)
                 if rst is not None:
-                    hub.spawn(self._reset, dp, msg.match.get("in_port", sw.ports.frontend),
-                              sid, rst)
+                    hub.spawn(self._reset, dp, port, sid, rst)
                     return
-        if reply is None:
-            self.stats.counters.ignored_packet_ins += 1
-            return
-        self._packet_out(dp, msg.match.get("in_port", sw.ports.frontend), reply)
+            if reply is not None:
+                self._packet_out(dp, port, reply)
+                return
+        self.stats.counters.ignored_packet_ins += 1
 
     def _packet_out(self, dp: Any, port: int, data: bytes) -> None:
         parser, ofp = dp.ofproto_parser, dp.ofproto

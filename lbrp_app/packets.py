@@ -59,7 +59,7 @@ def echo_reply(data: bytes, vips: Collection[str]) -> bytes | None:
     eth, ip, l4 = parsed
     if ip.proto != 1 or ip.dst not in vips or len(l4) < 8 or l4[0] != 8 or l4[1] != 0:
         return None
-    if icmp_checksum(l4) != 0:
+    if internet_checksum(l4) != 0:
         return None
     ident, seq = struct.unpack_from("!HH", l4, 4)
     pkt = _ip_reply(eth, ip, 1, ip.dst)
@@ -69,7 +69,7 @@ def echo_reply(data: bytes, vips: Collection[str]) -> bytes | None:
     return bytes(pkt.data)
 
 
-def icmp_checksum(buf: bytes) -> int:
+def internet_checksum(buf: bytes) -> int:
     """Internet checksum of ``buf`` (0 when a buffer with its checksum is intact)."""
     if len(buf) % 2:
         buf += b"\0"
@@ -134,12 +134,18 @@ def reset(data: bytes) -> Reset | None:
     sport, dport = struct.unpack_from("!HH", l4, 0)
     if l4[13] & 0x06:  # RST or SYN
         return None
-    pseudo = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst) + struct.pack("!xBH", 6, len(l4))
-    if icmp_checksum(pseudo + l4) != 0:
+    if tcp_checksum(ip.src, ip.dst, l4) != 0:
         return None
     pkt = _rst(eth, ip, l4)
     pkt.serialize()
     return Reset(bytes(pkt.data), ip.src, sport, ip.dst, dport)
+
+
+def tcp_checksum(src: str, dst: str, segment: bytes) -> int:
+    """The checksum of a TCP ``segment`` between ``src`` and ``dst`` over the IPv4
+    pseudo-header (0 when the segment carries its right checksum)."""
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!xBH", 6, len(segment))
+    return internet_checksum(pseudo + segment)
 
 
 def _tcp_header_fits(l4: bytes) -> bool:

@@ -346,6 +346,7 @@ class CtClear:
 Action = (Output | GotoTable | GroupAction | SetField | Meter | Controller | Resubmit | Learn
           | Move | Conntrack | CtClear)
 Match = tuple[tuple[str, Any], ...]
+TO_APP: tuple[Action, ...] = (Meter(PACKET_IN_METER), Controller())  # a packet-in, metered
 
 
 @dataclass(frozen=True)
@@ -444,7 +445,7 @@ def vip_flows(vip: str, p: Ports) -> list[Flow]:
         _flow(CLASSIFY, PRIO_ECHO,
               base + (("ip_proto", ICMP), ("ipv4_dst", vip), ("icmpv4_type", 8),
                       ("icmpv4_code", 0)),
-              (Meter(PACKET_IN_METER), Controller()), ck),
+              TO_APP, ck),
     ]
 
 
@@ -482,15 +483,14 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
         flows.append(_flow(table, PRIO_SERVICE, new_session, (GroupAction(sid),), ck))
     else:
         flows.append(_flow(table, PRIO_SERVICE, new_session,
-                           (Meter(PACKET_IN_METER), Controller()), cookie(KIND_REJECT, sid)))
+                           TO_APP, cookie(KIND_REJECT, sid)))
     if key.proto == "tcp":
-        to_app = (Meter(PACKET_IN_METER), Controller())
         not_syn = cookie(KIND_NOT_SYN, sid)
         if conntrack:
-            flows += [_flow(table, PRIO_NOT_SYN, (("ct_state", CT_ORIG),) + l4, to_app, not_syn),
+            flows += [_flow(table, PRIO_NOT_SYN, (("ct_state", CT_ORIG),) + l4, TO_APP, not_syn),
                       _flow(table, PRIO_CT_INVALID, l4, (), not_syn)]
         else:
-            flows.append(_flow(table, PRIO_NOT_SYN, l4, to_app, not_syn))
+            flows.append(_flow(table, PRIO_NOT_SYN, l4, TO_APP, not_syn))
     return flows
 
 

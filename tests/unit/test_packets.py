@@ -37,7 +37,7 @@ def test_echo_reply_from_vip_with_same_id_seq_payload() -> None:
     assert (eth.src, eth.dst) == (GW_MAC, CLIENT_MAC)
     assert (ip.src, ip.dst) == ("13.13.13.13", "10.0.0.1")
     assert ic.type == 0 and ic.data.id == 7 and ic.data.seq == 3 and ic.data.data == b"hello"
-    assert packets.icmp_checksum(out[34:]) == 0
+    assert packets.internet_checksum(out[34:]) == 0
 
 
 def test_echo_to_unknown_address_or_malformed_is_ignored() -> None:
@@ -81,10 +81,7 @@ def test_port_unreachable_for_udp_quotes_the_datagram() -> None:
 
 def tcp_checksum_ok(frame: bytes) -> bool:
     ip = packet.Packet(frame).get_protocol(ipv4.ipv4)
-    l4 = frame[34:14 + ip.total_length]
-    pseudo = (bytes(map(int, ip.src.split("."))) + bytes(map(int, ip.dst.split(".")))
-              + struct.pack("!xBH", 6, len(l4)))
-    return packets.icmp_checksum(pseudo + l4) == 0
+    return packets.tcp_checksum(ip.src, ip.dst, frame[34:14 + ip.total_length]) == 0
 
 
 def test_rst_for_a_segment_of_no_session_takes_the_acknowledged_sequence_number() -> None:
