@@ -22,6 +22,9 @@ session tables never exceed ``max_sessions``, and (conntrack) no new session's
 packet is dropped after its commit (for a full zone, or a backend removed as it
 began and not balanced again); the controller's RSS does not keep growing;
 short sessions almost all succeed; the controller log has no ERROR or Traceback.
+Each failed short session is listed by the client (start, client port, stage, error)
+and set beside the REST removals: the summary counts the failures by error kind,
+those during a removal of a backend of their protocol, and lists the others.
 With ``--trace-memory N`` the controller runs under tracemalloc (N frames): the
 soak takes a baseline after its warm-up and logs the sites that grew at the end,
 and the RSS rule is skipped (tracing costs memory of its own).
@@ -41,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +156,22 @@ def session_bound(pinning: str) -> int:
     return MAX_SESSIONS + (CT_SWEEP_ROOM if pinning == "conntrack" else 0)
 
 
+# a removal during a session's life, or this long before it started (a SYN that raced
+# the group's change), may have ended it
+RACE_S = 0.2
+
+
+def during_a_removal(failure: dict[str, Any], removals: list[tuple[float, str]]
+                     ) -> str | None:
+    """The path of a removal from the failed session's start (less RACE_S) to its failure
+    (``failure`` as client.py lists it; ``removals``: (wall time, path)), or None."""
+    start, end = failure["t"] - RACE_S, failure["t"] + failure["after_s"]
+    for wall, path in removals:
+        if start <= wall <= end:
+            return path
+    return None
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -175,6 +195,8 @@ class Soak:
         self.held: dict[str, dict[str, int]] = {}
         self.rounds = 0
         self.short = {"tcp": [0, 0], "udp": [0, 0]}  # ok, failed
+        self.short_errors: dict[str, Counter[str]] = {"tcp": Counter(), "udp": Counter()}
+        self.short_failures: dict[str, list[dict[str, Any]]] = {"tcp": [], "udp": []}
         self.samples: list[dict[str, float]] = []
         self.change_log: list[tuple[float, str, str, Any, int]] = []  # (time.time(), ...)
         self.bound = session_bound(args.pinning)
@@ -249,13 +271,16 @@ class Soak:
             for proto in ("tcp", "udp"):
                 try:
                     res = self.net.run_client(self.net.clients[1], VIP, proto, PORT,
-                                              sessions=100, concurrency=5, timeout=2)
+                                              sessions=100, concurrency=5, timeout=2,
+                                              extra=("--failures", "100"))
                 except Exception as exc:  # noqa: BLE001 - report, keep soaking
                     self.problem(f"short {proto} client failed: {exc}")
                     continue
                 with self.lock:
                     self.short[proto][0] += res["ok"]
                     self.short[proto][1] += res["failed"]
+                    self.short_errors[proto].update(res["errors"])
+                    self.short_failures[proto].extend(res["failures"])
             time.sleep(0.2)
 
     # --- churn
@@ -294,12 +319,25 @@ class Soak:
             self.rest("PUT", f"{base}/{ip}/{port}", {"weight": weight})
         self.changes[action] += 1
 
-    def controller_counters(self) -> dict[str, Any]:
-        """The controller part of ``/stats``, as its last counter poll (every 2 s) read it."""
+    def stats(self) -> dict[str, Any]:
+        """``/stats``, as the controller's last counter poll (every 2 s) read it."""
         status, doc = self.ctl.request("GET", "/stats")
         if status != 200:
             raise RuntimeError(f"GET /stats: {status} {doc}")
-        return doc["controller"]
+        return doc
+
+    def controller_counters(self) -> dict[str, Any]:
+        """The controller part of ``/stats``."""
+        return self.stats()["controller"]
+
+    def no_session_packets(self) -> dict[str, Any]:
+        """The TCP service's packets of no session: dropped (counted by the switch) and
+        answered with a RST (absent before the RSTs), and packet-ins the app ignored."""
+        doc = self.stats()
+        svc = next(s for s in doc["services"] if s["proto"] == "tcp")
+        return {"dropped_not_syn": svc["dropped_not_syn"],
+                "not_syn_resets": svc.get("not_syn_resets"),
+                "packet_ins_ignored": doc["controller"]["packet_ins_ignored"]}
 
     def after_commit(self) -> tuple[int, int, int]:
         """(zone full, backend gone twice, backend gone): packets of new sessions dropped
@@ -384,6 +422,34 @@ class Soak:
         self.problem("no memtrace report from the controller")
         return []
 
+    def failed_short(self) -> dict[str, Any]:
+        """Per protocol: the failed short sessions by error kind and stage, how many
+        failed during a removal of a backend of that protocol (by backend), and the
+        first 20 of the others with the REST changes of the 2 s before them."""
+        out: dict[str, Any] = {}
+        with self.lock:
+            changes = list(self.change_log)
+        for proto, failures in self.short_failures.items():
+            removals = [(c[0], c[2]) for c in changes
+                        if c[1] == "DELETE" and f"/{proto}/" in c[2]]
+            by_backend: Counter[str] = Counter()
+            kinds: Counter[str] = Counter()
+            apart = []
+            for f in failures:
+                kinds[f"{f['stage']} {f['error']}"] += 1
+                path = during_a_removal(f, removals)
+                if path is not None:
+                    by_backend[path.rsplit("/backends/", 1)[1]] += 1
+                else:
+                    apart.append({**f, "start": clock(f["t"]), "changes_before": [
+                        f"{clock(c[0])} {c[1]} {c[2]} {c[3]}" for c in changes
+                        if f["t"] - 2 <= c[0] <= f["t"] + f["after_s"]]})
+            out[proto] = {"errors": dict(self.short_errors[proto]),
+                          "listed": len(failures), "by_stage": dict(kinds),
+                          "during_a_removal": dict(by_backend), "apart": len(apart),
+                          "apart_first": apart[:20]}
+        return out
+
     def verdict(self) -> int:
         log = self.ctl.log_path.read_text(errors="replace")
         bad_lines = [ln for ln in log.splitlines() if "ERROR" in ln or "Traceback" in ln]
@@ -403,6 +469,7 @@ class Soak:
                 self.problem(f"{proto} short sessions failed {failed}/{ok + failed} (> 1 %)")
         if not self.rounds:
             self.problem("no round of long-lived sessions completed")
+        failed_short = self.failed_short()
         full, gone, repicked = (self.after_commit() if self.args.pinning == "conntrack"
                                 else (None, None, None))
         if full:
@@ -418,6 +485,8 @@ class Soak:
             "held_rounds": self.rounds,
             "held_by_backend": self.held,
             "short_sessions": {p: {"ok": v[0], "failed": v[1]} for p, v in self.short.items()},
+            "short_failed": failed_short,
+            "tcp_no_session": self.no_session_packets(),
             "controller_rss_mib": {"after_warmup": round(ctl_start, 1), "max": round(ctl_max, 1),
                                    "end": round(ctl_end, 1)},
             "vswitchd_rss_mib": {"start": round(self.samples[0]["ovs_rss"], 1),

@@ -32,7 +32,11 @@ the benchmark's plain-forwarding baseline reaches the same backends as the
 load balancer). With ``--rate R`` session i starts at i/R seconds (paced: latency
 at a given load rather than at saturation); ``late_starts`` counts sessions that
 started more than 10 ms behind, when all workers were busy. ``connects_over_1s``
-counts connects that needed a SYN retransmission. Stdlib only.
+counts connects that needed a SYN retransmission. With ``--failures N`` the summary
+also lists the first N failed sessions (``failures``: the wall-clock time it started,
+seconds until it failed, its client port, the stage that failed, ``connect`` or
+``reply``, and the error kind), so that a caller can set them beside what else
+happened then. Stdlib only.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Result:
     connect_ms: float | None = None
     error: str = ""
     changed: bool = False
+    failure: dict | None = None  # a failed session's time, port and stage (--failures)
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Totals:
     connect_ms: list[float] = field(default_factory=list)
     late: int = 0
     resends: int = 0
+    failures: list[dict] = field(default_factory=list)
+    keep_failures: int = 0
 
     def count_resend(self) -> None:
         """A UDP datagram sent again after its reply timed out."""
@@ -101,6 +108,8 @@ class Totals:
             else:
                 self.failed += 1
                 self.errors[r.error or "other"] += 1
+                if r.failure is not None and len(self.failures) < self.keep_failures:
+                    self.failures.append({**r.failure, "error": r.error or "other"})
                 if r.changed:
                     self.changed += 1
 
@@ -118,6 +127,18 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in _LOCAL_LIMITS:
         return _LOCAL_LIMITS[exc.errno]
     return "other"
+
+
+def _failed(sock: socket.socket, error: str, stage: str, wall: float, t0: float,
+            changed: bool = False) -> Result:
+    """A failed session: its error kind, and when, where and on which port it failed."""
+    try:
+        port = sock.getsockname()[1]
+    except OSError:  # not bound
+        port = 0
+    return Result(False, error=error, changed=changed, failure={
+        "t": round(wall, 3), "after_s": round(time.perf_counter() - t0, 3), "port": port,
+        "stage": stage})
 
 
 def read_line(sock: socket.socket, deadline: float) -> bytes:
@@ -153,7 +174,7 @@ class Runner:
         self.message = (args.message + "\n").encode()
         self.next_index = 0
         self.index_lock = threading.Lock()
-        self.totals = Totals()
+        self.totals = Totals(keep_failures=args.failures)
         self.stop_at: float | None = None
         self.started = 0.0
         self.targets: list[tuple[str, int]] = args.spread or [(args.vip, args.port)]
@@ -191,19 +212,21 @@ class Runner:
         """Connect, ask, read the name, close (or hold and ping)."""
         a = self.args
         sock = self._new_socket(socket.SOCK_STREAM, index)
+        wall, t0, stage = time.time(), time.perf_counter(), "connect"
         try:
-            t0 = time.perf_counter()
             sock.connect(self.targets[index % len(self.targets)])
             connect_ms = (time.perf_counter() - t0) * 1000.0
+            stage = "reply"
             if a.hold is None:
                 sock.sendall(self.message)
                 name = read_line(sock, time.monotonic() + a.timeout)
                 if not name.strip():
-                    return Result(False, error="empty")
+                    return _failed(sock, "empty", stage, wall, t0)
                 return Result(True, name.decode(errors="replace").strip(), connect_ms)
-            return self._hold(sock, connect_ms)
+            held = self._hold(sock, connect_ms)
+            return held if held.ok else _failed(sock, held.error, stage, wall, t0, held.changed)
         except OSError as exc:
-            return Result(False, error=classify(exc))
+            return _failed(sock, classify(exc), stage, wall, t0)
         finally:
             sock.close()
 
@@ -230,9 +253,10 @@ class Runner:
         """Fresh socket, one datagram, one reply (the datagram is resent on the same
         socket, so the same 5-tuple, up to ``--udp-resends`` times after a timeout)."""
         sock = self._new_socket(socket.SOCK_DGRAM, index)
+        wall, t0 = time.time(), time.perf_counter()
         try:
             sock.connect(self.targets[index % len(self.targets)])
-            t0 = time.perf_counter()
+            t0 = time.perf_counter()  # the round trip counts from the first send
             for attempt in range(self.args.udp_resends + 1):
                 sock.send(self.message)
                 try:
@@ -245,10 +269,10 @@ class Runner:
             rtt_ms = (time.perf_counter() - t0) * 1000.0
             name = data.partition(b"\n")[0].decode(errors="replace").strip()
             if not name:
-                return Result(False, error="empty")
+                return _failed(sock, "empty", "reply", wall, t0)
             return Result(True, name, rtt_ms)
         except OSError as exc:
-            return Result(False, error=classify(exc))
+            return _failed(sock, classify(exc), "reply", wall, t0)
         finally:
             sock.close()
 
@@ -305,6 +329,8 @@ class Runner:
         if a.duration is not None:
             summary["duration_s"] = a.duration
             summary["started"] = self.next_index
+        if a.failures:
+            summary["failures"] = tot.failures
         return summary
 
 
@@ -346,13 +372,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start no new session after this many seconds")
     p.add_argument("--rate", type=float, default=None, metavar="PER_S",
                    help="start session i at i/PER_S seconds (paced, not as fast as possible)")
+    p.add_argument("--failures", type=int, default=0, metavar="N",
+                   help="list the first N failed sessions in the summary (time, client "
+                        "port, stage, error)")
     p.add_argument("--spread", type=_targets, default=None, metavar="ADDR:PORT,...",
                    help="session i connects to the i-th of these (mod their number)")
     args = p.parse_args(argv)
     if args.sessions < 0 or args.concurrency < 1 or args.timeout <= 0:
         p.error("--sessions >= 0, --concurrency >= 1 and --timeout > 0 please")
-    if args.udp_resends < 0:
-        p.error("--udp-resends must be >= 0")
+    if args.udp_resends < 0 or args.failures < 0:
+        p.error("--udp-resends and --failures must be >= 0")
     if args.src_port_base is not None and not 1 <= args.src_port_base <= 65535:
         p.error("--src-port-base must be in 1..65535")
     if args.hold is not None and args.proto != "tcp":
