@@ -45,9 +45,6 @@ class SelectionMethodProp:
         return body  # 40 bytes, already a multiple of 8
 
 
-OFPMT_OXM = 1
-
-
 @functools.lru_cache(maxsize=1 << 16)  # bounded: addresses differ per backend
 def _oxm(ofp: ModuleType, name: str, value: Any) -> bytes:
     """One match field as os-ken encodes it (header, value, mask)."""
@@ -80,7 +77,7 @@ class PackedMatch(ofproto_v1_5_parser.OFPMatch):
         """Write the match at ``offset``; its length with padding, as OFPMatch returns."""
         body = b"".join([_oxm(self._ofp, k, v) for k, v in self._fields2])
         self.length = 4 + len(body)
-        data = struct.pack("!HH", OFPMT_OXM, self.length) + body + bytes(-self.length % 8)
+        data = struct.pack("!HH", self.type, self.length) + body + bytes(-self.length % 8)
         _write(buf, offset, data)
         return len(data)
 
