@@ -186,8 +186,7 @@ def test_failures_lists_the_first_n_failed_sessions_with_stage_and_port(
     assert "failures" not in run("--vip", host, "--port", str(port), "--proto", "udp")
 
 
-def test_a_tcp_session_closed_without_an_answer_fails_at_its_reply(
-        servers: list[tuple[str, int]]) -> None:
+def test_a_tcp_session_closed_without_an_answer_fails_at_its_reply() -> None:
     """Connected, then closed with no name: ``empty`` at the ``reply`` stage."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
