@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,10 +48,18 @@ TABLE = pl.LEARN
 BACKENDS = ("10.0.1.2", "10.0.1.3", "10.0.1.4")
 
 
-def packets(pcap: str, port: int) -> list[str]:
-    """The capture's lines for one client port (tcpdump -nn -tt)."""
-    return subprocess.run(["tcpdump", "-nn", "-tt", "-r", pcap, f"tcp port {port}"],
-                          capture_output=True, text=True, check=False).stdout.splitlines()
+CLIENT_PORT = re.compile(r"10\.0\.0\.2\.(\d+)[ :]")
+
+
+def packets_by_port(pcap: str) -> dict[int, list[str]]:
+    """The capture's lines (tcpdump -nn -tt), read once, by the client port they carry."""
+    lines = subprocess.run(["tcpdump", "-nn", "-tt", "-r", pcap], capture_output=True,
+                           text=True, check=False).stdout.splitlines()
+    by_port: dict[int, list[str]] = {}
+    for line in lines:
+        if m := CLIENT_PORT.search(line):
+            by_port.setdefault(int(m.group(1)), []).append(line)
+    return by_port
 
 
 def unrewritten_syn_ack(lines: list[str], port: int) -> bool:
@@ -104,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
             end = time.monotonic() + args.minutes * 60
             changes: list[float] = []
 
-            guards = ("cookie=0x1,tcp,pkt_mark=0x1", "cookie=0x2,tcp,ct_state=+trk")
+            guards = ((1, "tcp,pkt_mark=0x1"), (2, "tcp,ct_state=+trk"))  # (cookie, match)
 
             def toggle(n: int) -> None:
                 """Guard n % 2 in, the other out: the learn-mode translations through
-                table 20 now look at a datapath field that the cached ones ignored."""
-                new, old = guards[n % 2], guards[(n + 1) % 2]
-                net.lb_ofctl("add-flow", f"table={TABLE},priority=65000,{new},actions=drop")
-                net.lb_ofctl("del-flows", f"table={TABLE},{old.split(',')[0]}/-1")
+                the table now look at a datapath field that the cached ones ignored."""
+                (cookie, match), (old, _) = guards[n % 2], guards[(n + 1) % 2]
+                net.lb_ofctl("add-flow",
+                             f"table={TABLE},priority=65000,cookie={cookie},{match},actions=drop")
+                net.lb_ofctl("del-flows", f"table={TABLE},cookie={old}/-1")
 
             def churn() -> None:
                 weight = 1
@@ -142,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc.terminate()
                 proc.wait(timeout=10)
             kinds = Counter(f"{f['stage']} {f['error']}" for f in failures)
+            captures = {name: packets_by_port(pcap) for name, pcap, _ in dumps}
             unrewritten = 0
             for i, f in enumerate(failures):
-                seen = {name: packets(pcap, f["port"]) for name, pcap, _ in dumps}
+                seen = {name: by_port.get(f["port"], []) for name, by_port in captures.items()}
                 unrewritten += unrewritten_syn_ack(seen["c2"], f["port"])
                 if i < args.show:
                     print(f"failed: client port {f['port']}, {f['stage']} {f['error']} "
