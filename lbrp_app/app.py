@@ -125,6 +125,7 @@ class Switch:
     connected_at: float = field(default_factory=time.time)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)  # from the last programming, for /health
+    guard: int = 0  # the phase of the LEARN guard on the switch (pipeline.learn_guard)
 
 
 class LbrpApp(app_manager.OSKenApp):
@@ -252,11 +253,15 @@ class LbrpApp(app_manager.OSKenApp):
                     LOG.warning("switch %016x: %s", dp.id, text)
                 sw.warnings = warnings
                 t0 = time.monotonic()
+                guard = 0
+                if self.config.settings.session_pinning == "learn":
+                    guard = pl.reconcile_guard(bool(self._count_flows(
+                        dp, pl.LEARN, cookie=pl.guard_cookie(1), cookie_mask=pl.ALL_ONES)))
                 with gc_paused(freeze=True):
-                    state = pl.desired_state(self.config, sw.ports)
+                    state = pl.desired_state(self.config, sw.ports, guard)
                     commit(dp, self.tracker, ofmsg.reconcile_messages(
                         dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
-                sw.programmed = True
+                sw.programmed, sw.guard = True, guard
                 sw.error = None
                 self.last_reconcile = time.time()
                 LOG.info("switch %016x programmed: %d flows, %d groups in %.3f s", dp.id,
@@ -420,7 +425,7 @@ class LbrpApp(app_manager.OSKenApp):
             try:
                 for sw in self.programmed_switches():
                     assert sw.ports is not None
-                    d = pl.change(old, new, sw.ports, purge)
+                    d = pl.change(old, new, sw.ports, purge, sw.guard)
                     times.mark("diff")
                     self._apply_diff(sw, d, new, times)
                     done.append(sw)
@@ -445,6 +450,7 @@ class LbrpApp(app_manager.OSKenApp):
         bundle, after = ofmsg.diff_messages(sw.dp.ofproto_parser, sw.dp.ofproto, d, conntrack)
         commit(sw.dp, self.tracker, bundle, SWITCH_TIMEOUT,
                times.mark if times is not None else None)
+        sw.guard = d.guard
         labels = {pl.ct_label(p.service, p.backend) for p in d.purge_sessions
                   if conntrack and p.backend is not None}
         # Listed after this switch's bundle, so no new connection gets these labels now.
@@ -470,7 +476,7 @@ class LbrpApp(app_manager.OSKenApp):
         for sw in switches:
             assert sw.ports is not None
             try:
-                self._apply_diff(sw, pl.change(new, old, sw.ports), old)
+                self._apply_diff(sw, pl.change(new, old, sw.ports, guard=sw.guard), old)
             except SwitchError as exc:
                 LOG.error("switch %016x: rollback failed (%s); reprogramming", sw.dp.id, exc)
                 sw.programmed = False
@@ -514,6 +520,17 @@ class LbrpApp(app_manager.OSKenApp):
             match=parser.OFPMatch(in_port=ofp.OFPP_CONTROLLER),
             actions=[parser.OFPActionOutput(port)], data=data))
 
+    def _count_flows(self, dp: Any, table: int, match: pl.Match = (), cookie: int = 0,
+                     cookie_mask: int = 0) -> int | None:
+        """How many flows of ``table`` the switch holds that the match and cookie select
+        (None if it answers with an error); raises SwitchError."""
+        parser = dp.ofproto_parser
+        answer = request(dp, self.tracker, [ofmsg.flow_count_request(
+            parser, dp.ofproto, table, match, cookie, cookie_mask)], SWITCH_TIMEOUT)
+        counts = [m.body.stats.get("flow_count", 0) for m in answer.replies
+                  if isinstance(m, parser.OFPAggregateStatsReply)]
+        return None if answer.errors or len(counts) != 1 else counts[0]
+
     def _reset(self, dp: Any, port: int, sid: int, rst: packets.Reset) -> None:
         """Send ``rst`` for a non-SYN that reached the switch's no-session flow.
 
@@ -524,16 +541,11 @@ class LbrpApp(app_manager.OSKenApp):
         """
         if self.config.settings.session_pinning == "learn":
             match = pl.tcp_session_match(rst.client, rst.client_port, rst.vip, rst.vip_port)
-            parser = dp.ofproto_parser
             try:
-                answer = request(dp, self.tracker,
-                                 [ofmsg.session_count_request(parser, dp.ofproto, match)],
-                                 SWITCH_TIMEOUT)
+                count = self._count_flows(dp, pl.SESSION_FWD, match)
             except SwitchError:
                 return
-            counts = [m.body.stats.get("flow_count", 0) for m in answer.replies
-                      if isinstance(m, parser.OFPAggregateStatsReply)]
-            if answer.errors or counts != [0]:
+            if count != 0:
                 self.stats.counters.ignored_packet_ins += 1
                 return
         self._packet_out(dp, port, rst.data)

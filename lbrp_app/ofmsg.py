@@ -330,11 +330,12 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
     return msgs
 
 
-def session_count_request(parser: ModuleType, ofp: ModuleType, match: pl.Match) -> Any:
-    """An aggregate-stats request counting the learned sessions (SESSION_FWD) that
-    ``match`` selects (non-strict: flows that also match other fields count)."""
-    return parser.OFPAggregateStatsRequest(None, 0, pl.SESSION_FWD, ofp.OFPP_ANY,
-                                           ofp.OFPG_ANY, 0, 0, PackedMatch(ofp, match))
+def flow_count_request(parser: ModuleType, ofp: ModuleType, table: int, match: pl.Match = (),
+                       cookie: int = 0, cookie_mask: int = 0) -> Any:
+    """An aggregate-stats request counting the flows of ``table`` that ``match`` and the
+    cookie select (non-strict: flows that also match other fields count)."""
+    return parser.OFPAggregateStatsRequest(None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                           cookie, cookie_mask, PackedMatch(ofp, match))
 
 
 def counter_requests(parser: ModuleType, ofp: ModuleType,

@@ -62,9 +62,22 @@ Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
   inconsistent: the rewrite happens in LEARN, right after the bucket.)
 
 Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by OVS)
-  100  ip_proto, reg0=service id, reg1=backend id -> reg2=B, nw_dst=backend,
-       tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
-  0    drop
+  65000  the guard: pkt_mark=0x1, or ct_state=+trk (never true in learn mode) -> drop
+  100    ip_proto, reg0=service id, reg1=backend id -> reg2=B, nw_dst=backend,
+         tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
+  0      drop
+  The guard never matches; it is there for OVS's datapath flow cache. A new
+  session's first packet is forwarded by the datapath flow after the group's
+  recirculation, exact on its 5-tuple, and only its upcall runs ``learn``. When
+  a group changes, OVS revalidates that flow: it would re-point it to the
+  bucket the hash now picks and keep it (up to max-idle, 10 s), so a client
+  reusing that source port meanwhile would reach the new backend without
+  ``learn`` (its SYN-ACK un-rewritten, or its two directions on two backends).
+  So every change that modifies or deletes a group swaps the guard's match
+  between the two fields, in the group's bundle: every translation through this
+  table now looks at a field the cached flows ignore, and the revalidator
+  deletes them instead (each new session's first packet takes an upcall anyway).
+  A reconcile installs the guard the switch does not have.
 
 With ``session_pinning: conntrack`` tables 10, 11, 20 and 30 are not used. No NAT:
 the connection is tracked on the client's own tuple (client -> VIP), the backend
@@ -127,7 +140,8 @@ reg6 which of the address's services was tried, reg7 picked again.
 Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) | backend
 id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
 app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
-backend address's flows: its ip and port in the object and backend fields),
+backend address's flows: its ip and port in the object and backend fields; the
+LEARN guard: object 0, backend field 1 + its phase),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not a SYN and no session (to the app for a
 RST; conntrack's invalid ones dropped), 8 learned session, 0 conntrack check after
@@ -157,6 +171,7 @@ SESSION_TABLES = (SESSION_FWD, SESSION_REV)
 CT_ZONE = 0x4C42  # "LB": the conntrack zone of every session (conntrack pinning)
 
 # Priorities.
+PRIO_GUARD = 65000
 PRIO_FRAG = 500
 PRIO_ECHO = 400
 PRIO_SERVICE_SYN = 210
@@ -435,6 +450,27 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
     return flows
 
 
+# the LEARN guard's two matches: datapath fields that never vary in learn mode (no
+# one sets pkt_mark; no packet goes through conntrack)
+GUARD_MATCHES: tuple[Match, Match] = ((("pkt_mark", 1),), (("ct_state", (CS_TRK, CS_TRK)),))
+
+
+def guard_cookie(phase: int) -> int:
+    """The cookie of the LEARN guard of ``phase`` (0 or 1)."""
+    return cookie(KIND_STATIC, 0, 1 + phase)
+
+
+def learn_guard(phase: int) -> Flow:
+    """The never-matching LEARN-table flow of ``phase`` (the docstring says why)."""
+    return _flow(LEARN, PRIO_GUARD, GUARD_MATCHES[phase], (), guard_cookie(phase))
+
+
+def reconcile_guard(phase1_on_switch: bool) -> int:
+    """The guard phase a reconcile installs: the other one than the switch's, since
+    its cached datapath flows may follow groups the reconcile replaces."""
+    return 0 if phase1_on_switch else 1
+
+
 def vip_flows(vip: str, p: Ports) -> list[Flow]:
     """Fragment drop and ICMP echo to the controller for one VIP."""
     ck = vip_cookie(KIND_VIP, vip)
@@ -706,10 +742,13 @@ def _service_state(svc: Service, p: Ports, settings: Settings) -> tuple[tuple[Fl
     return tuple(flows), service_group(svc, ct)
 
 
-def desired_state(cfg: Config, p: Ports) -> State:
-    """All flows and groups the app owns for ``cfg`` on a switch with ports ``p``."""
+def desired_state(cfg: Config, p: Ports, guard: int = 0) -> State:
+    """All flows and groups the app owns for ``cfg`` on a switch with ports ``p``
+    (learn pinning: with the LEARN guard of phase ``guard``)."""
     ct = cfg.settings.session_pinning == "conntrack"
     flows: list[Flow] = static_flows(p, ct)
+    if not ct:
+        flows.append(learn_guard(guard))
     for vip in cfg.vips():
         flows += vip_flows(vip, p)
     groups: dict[int, Group] = {}
@@ -747,6 +786,7 @@ class Diff:
     modify_groups: tuple[Group, ...] = ()
     delete_groups: tuple[int, ...] = ()
     purge_sessions: tuple[Purge, ...] = ()
+    guard: int = 0  # the LEARN guard's phase once the diff is applied
 
     def __bool__(self) -> bool:
         return any((self.add_flows, self.modify_flows, self.delete_flows, self.add_groups,
@@ -784,16 +824,35 @@ def purged_sessions(old: Config, new: Config) -> list[Purge]:
     return out
 
 
-def change(old: Config, new: Config, p: Ports, purge: list[Purge] | None = None) -> Diff:
-    """The diff from ``desired_state(old, p)`` to ``desired_state(new, p)``, built from
-    what changed only.
+def change(old: Config, new: Config, p: Ports, purge: list[Purge] | None = None,
+           guard: int = 0) -> Diff:
+    """The diff from ``desired_state(old, p, guard)`` to ``desired_state(new, p,
+    d.guard)``, built from what changed only.
 
     Every flow and group belongs to exactly one service, VIP, backend address or the
     static set (their matches differ), so the diff of the changed parts alone is the
-    diff of the whole. A change of settings diffs everything.
+    diff of the whole. A change of settings diffs everything. In learn pinning, a
+    change that modifies or deletes a group swaps the LEARN guard (``d.guard`` is then
+    the other phase).
     """
     if old.settings != new.settings:
-        return diff(desired_state(old, p), desired_state(new, p), purge)
+        was, now = desired_state(old, p, guard), desired_state(new, p, guard)
+    else:
+        was, now = _changed_state(old, new, p)
+    if new.settings.session_pinning == "learn" and any(
+            now.groups.get(i) != g for i, g in was.groups.items()):
+        on_switch = learn_guard(guard)
+        if old.settings.session_pinning == "learn":
+            was.flows[on_switch.key] = on_switch
+        now.flows.pop(on_switch.key, None)
+        guard ^= 1
+        now.flows[learn_guard(guard).key] = learn_guard(guard)
+    return diff(was, now, purge, guard)
+
+
+def _changed_state(old: Config, new: Config, p: Ports) -> tuple[State, State]:
+    """The parts of both desired states that the services and VIPs changed from ``old``
+    to ``new`` touch (same settings)."""
     was, now = State({}, {}), State({}, {})
     keys = changed_services(old, new)
     for key in keys:
@@ -812,11 +871,12 @@ def change(old: Config, new: Config, p: Ports, purge: list[Purge] | None = None)
         was.flows.update((f.key, f) for f in vip_flows(vip, p))
     for vip in new.vip_set - old.vip_set:
         now.flows.update((f.key, f) for f in vip_flows(vip, p))
-    return diff(was, now, purge)
+    return was, now
 
 
-def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:
-    """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match)."""
+def diff(old: State, new: State, purge: list[Purge] | None = None, guard: int = 0) -> Diff:
+    """The minimal changes from ``old`` to ``new`` (flows keyed by table, priority, match);
+    ``guard`` is the LEARN guard's phase in ``new``."""
     changed = [(old.flows.get(k), f) for k, f in new.flows.items()
                if old.flows.get(k) is not f and old.flows.get(k) != f]
     add = tuple(f for was, f in changed if was is None)
@@ -829,4 +889,4 @@ def diff(old: State, new: State, purge: list[Purge] | None = None) -> Diff:
     gmod = tuple(g for i, g in new.groups.items() if i in old.groups
                  and old.groups[i] is not g and old.groups[i] != g)
     gdel = tuple(i for i in old.groups if i not in new.groups)
-    return Diff(add, mod, dele, gadd, gmod, gdel, tuple(purge or ()))
+    return Diff(add, mod, dele, gadd, gmod, gdel, tuple(purge or ()), guard)

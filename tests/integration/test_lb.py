@@ -296,6 +296,34 @@ def test_a_client_port_reused_after_its_session_closed_connects_at_once(lb: Any)
     assert again["by_backend"] == first["by_backend"]  # the same 5-tuple hashes alike
 
 
+def test_a_client_port_reused_after_a_reweight_moved_it_reaches_the_new_backend_at_once(
+        lb: Any) -> None:
+    """A new connection from the source port of a session that closed just before the
+    weights moved every new session from b1 to b2.
+
+    In learn mode OVS used to revalidate the old SYN's cached datapath flow (after the
+    group's recirculation, exact on the 5-tuple) to b2's bucket and keep it, so the new
+    SYN reached b2 without running ``learn``: b2's SYN-ACK left un-rewritten, the client
+    reset it and retransmitted into the same flow. The LEARN guard, swapped with the
+    group, makes OVS delete that flow instead.
+    """
+    ctl: Controller = lb.ctl
+
+    def only(ip: str) -> dict[str, Any]:
+        return {"name": "web", "backends": [{"ip": b, "port": 8002, "weight": int(b == ip)}
+                                            for b in (B1, B2, B3)]}
+
+    port = ["--src-port-base", "47311"]
+    assert ctl.request("PUT", WEB, only(B1))[0] == 200
+    first = client(lb, "tcp", 1, host=1, extra=port)
+    assert first["by_backend"] == {"b1": 1}, first
+    assert ctl.request("PUT", WEB, only(B2))[0] == 200
+    time.sleep(1)  # OVS's revalidators go over the cached flows after the change
+    again = client(lb, "tcp", 1, host=1, extra=port)
+    assert again["ok"] == 1 and again["connect_ms_max"] < 500, again
+    assert again["by_backend"] == {"b2": 1}, again
+
+
 def test_a_client_port_reused_after_a_purge_gets_its_first_reply_rewritten(lb: Any) -> None:
     """Service A's sessions are purged (A deleted); service B, on the same backends, is
     then reached from the same client ports: the same 4-tuples at the backends.

@@ -282,9 +282,14 @@ def test_counter_poll_files_group_stats_by_every_groups_bucket_owners() -> None:
         svc.key.service_id: pl.bucket_owners(svc) for svc in (web, dns)})
 
 
-def test_session_count_request_asks_the_forward_session_table_for_one_5_tuple() -> None:
+def test_flow_count_requests_ask_for_one_5_tuples_session_and_for_the_guard() -> None:
+    guard = ofmsg.flow_count_request(parser, ofp, pl.LEARN, cookie=pl.guard_cookie(1),
+                                     cookie_mask=pl.ALL_ONES)
+    assert (guard.table_id, guard.cookie, guard.cookie_mask) == (
+        pl.LEARN, pl.guard_cookie(1), pl.ALL_ONES)
+    assert dict(guard.match.items()) == {}
     match = pl.tcp_session_match("10.0.0.1", 40000, WEB.vip, WEB.port)
-    req = ofmsg.session_count_request(parser, ofp, match)
+    req = ofmsg.flow_count_request(parser, ofp, pl.SESSION_FWD, match)
     raw = serialize(req)
     assert struct.unpack_from("!BBHIHH", raw) == (
         ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, len(raw), 7, ofp.OFPMP_AGGREGATE_STATS, 0)

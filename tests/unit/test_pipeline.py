@@ -381,13 +381,22 @@ def test_incremental_change_equals_full_rebuild_and_diff(pinning: str, edit: str
     assert plain_new.changed_since(plain_old) is None
     assert (pl.changed_services(old, new) == pl.changed_services(plain_old, plain_new)
             == pl.changed_services(new, old) == pl.changed_services(plain_new, plain_old))
-    before, after = pl.desired_state(old, PORTS), pl.desired_state(new, PORTS)
+    before = pl.desired_state(old, PORTS, guard=1)
     purge = pl.purged_sessions(old, new)
-    d = pl.change(old, new, PORTS, purge)
+    d = pl.change(old, new, PORTS, purge, guard=1)
+    after = pl.desired_state(new, PORTS, d.guard)
     assert _as_sets(d) == _as_sets(pl.diff(before, after, purge))
     assert applied(before, d) == after
+    # the LEARN guard swaps with every modified or deleted group, and only then
+    regrouped = edit in ("add_backend", "remove_backend", "reweight", "drain_all",
+                         "delete_only_service_of_vip", "delete_service_sharing_vip")
+    assert bool(d.modify_groups or d.delete_groups) == regrouped
+    assert d.guard == (0 if regrouped and pinning == "learn" else 1)
+    if pinning == "learn" and regrouped:
+        assert pl.learn_guard(0) in d.add_flows and pl.learn_guard(1) in d.delete_flows
     # and back again (the rollback path)
-    assert applied(after, pl.change(new, old, PORTS)) == before
+    back = pl.change(new, old, PORTS, guard=d.guard)
+    assert applied(after, back) == pl.desired_state(old, PORTS, back.guard)
 
 
 def test_tcp_syns_skip_the_session_lookup_in_learn_mode_only() -> None:
@@ -458,7 +467,7 @@ def test_a_long_run_of_changes_keeps_the_incremental_state_equal_to_a_rebuild(
     cfg = parse_config({"session_pinning": pinning})
     for k in keys:
         cfg = cfg.with_service(Service(k, "", stable))
-    state = pl.desired_state(cfg, PORTS)
+    state, guard = pl.desired_state(cfg, PORTS), 0
     for _ in range(400):
         key = rng.choice(keys)
         bes = {b.addr: b for b in cfg.services[key].backends}
@@ -469,9 +478,9 @@ def test_a_long_run_of_changes_keeps_the_incremental_state_equal_to_a_rebuild(
         else:
             bes[("10.0.1.4", port)] = Backend("10.0.1.4", port, rng.randint(0, 5))
         new = cfg.with_service(Service(key, "", tuple(bes.values())))
-        state = applied(state, pl.change(cfg, new, PORTS, pl.purged_sessions(cfg, new)))
-        cfg = new
-        assert state == pl.desired_state(cfg, PORTS)
+        d = pl.change(cfg, new, PORTS, pl.purged_sessions(cfg, new), guard)
+        state, cfg, guard = applied(state, d), new, d.guard
+        assert state == pl.desired_state(cfg, PORTS, guard)
 
 
 def test_bucket_owners_follow_the_groups_buckets_in_order() -> None:
@@ -484,3 +493,36 @@ def test_bucket_owners_follow_the_groups_buckets_in_order() -> None:
     # the weight-0 backend has no bucket; the heaviest has two (one split off)
     assert sorted(set(owners)) == sorted(b.backend_id for b in svc.backends if b.weight)
     assert len(owners) == 3
+
+
+def test_the_learn_guard_swaps_fields_with_each_group_change_and_never_matches() -> None:
+    """Learn mode: a guard flow in LEARN, swapped between two fields with every change
+    that modifies or deletes a group (the pipeline docstring says why)."""
+    web = cfg(Service(WEB, "web", (B1, B2)))
+    st = pl.desired_state(web, PORTS, guard=1)
+    assert [f for f in flows_of(st, pl.LEARN) if f.priority == pl.PRIO_GUARD] == [
+        pl.learn_guard(1)]
+    assert pl.PRIO_GUARD > max(f.priority for f in st.flows.values() if f != pl.learn_guard(1))
+    assert pl.learn_guard(1).actions == ()  # drop, were it ever to match
+    # two different datapath fields: a flow cached under one phase ignores the other's
+    fields = [{name for name, _ in m} for m in pl.GUARD_MATCHES]
+    assert fields == [{"pkt_mark"}, {"ct_state"}]
+    # never true in learn mode: nothing sets pkt_mark, nothing goes through conntrack
+    actions = [a for f in st.flows.values() for a in f.actions]
+    assert not [a for a in actions if isinstance(a, (pl.Conntrack, pl.CtClear))]
+    assert not [a for a in actions if isinstance(a, pl.SetField) and a.field == "pkt_mark"]
+    assert pl.decode_cookie(pl.guard_cookie(0)) == (pl.KIND_STATIC, 0, 1)
+    assert pl.guard_cookie(0) & pl.OWN_FLOWS_MASK == pl.OWN_FLOWS_COOKIE  # a reconcile's own
+    # a rename changes no group: the guard stays
+    assert pl.change(web, web.with_service(Service(WEB, "www", (B1, B2))), PORTS,
+                     guard=1).guard == 1
+    # a reconcile installs the phase the switch does not have
+    assert (pl.reconcile_guard(True), pl.reconcile_guard(False)) == (0, 1)
+    # conntrack has no guard; switching modes regroups (the buckets' resubmit table)
+    ct = replace(web, settings=Settings(session_pinning="conntrack"))
+    assert not flows_of(pl.desired_state(ct, PORTS), pl.LEARN)
+    to_ct = pl.change(web, ct, PORTS, guard=1)
+    assert pl.learn_guard(1) in to_ct.delete_flows and to_ct.guard == 1
+    to_learn = pl.change(ct, web, PORTS, guard=1)
+    assert pl.learn_guard(0) in to_learn.add_flows and to_learn.guard == 0
+    assert applied(pl.desired_state(ct, PORTS), to_learn) == pl.desired_state(web, PORTS, 0)
