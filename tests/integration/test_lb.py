@@ -104,6 +104,12 @@ def flows(net: Any, table: int) -> list[str]:
             if "cookie=" in ln]
 
 
+def learn_guard(net: Any) -> list[str]:
+    """The LEARN guard flow's match and actions, as ``ovs-ofctl dump-flows`` shows them."""
+    return [ln.split(f"priority={pl.PRIO_GUARD},")[1] for ln in flows(net, pl.LEARN)
+            if f"priority={pl.PRIO_GUARD}," in ln]
+
+
 def appctl(*args: str) -> str:
     """``ovs-appctl`` ARGS' output (fails the test on an error)."""
     return subprocess.run(["ovs-appctl", "--timeout=10", *args], capture_output=True, text=True,
@@ -317,7 +323,13 @@ def test_a_client_port_reused_after_a_reweight_moved_it_reaches_the_new_backend_
     assert ctl.request("PUT", WEB, only(B1))[0] == 200
     first = client(lb, "tcp", 1, host=1, extra=port)
     assert first["by_backend"] == {"b1": 1}, first
+    before = learn_guard(lb)
     assert ctl.request("PUT", WEB, only(B2))[0] == 200
+    if lb.mode == "learn":  # the guard swapped fields with the group change
+        assert {*before, *learn_guard(lb)} == {"pkt_mark=0x1 actions=drop",
+                                               "ct_state=+trk actions=drop"}, before
+    else:
+        assert before == learn_guard(lb) == []
     time.sleep(1)  # OVS's revalidators go over the cached flows after the change
     again = client(lb, "tcp", 1, host=1, extra=port)
     assert again["ok"] == 1 and again["connect_ms_max"] < 500, again
@@ -826,11 +838,15 @@ def test_kill_9_restart_keeps_sessions_and_acknowledged_config(lb: Any) -> None:
     acknowledged = ctl.request("GET", "/services")[1]
     proc = hold(lb, 50, 8)
     time.sleep(2)
+    guard = learn_guard(lb)
     ctl.stop(kill=True)
     ctl.start()
     t0 = time.monotonic()
     ctl.wait_programmed(lb.lb_dpid, timeout=30)
     reconnect_s = time.monotonic() - t0
+    # a reconcile installs the other LEARN guard: the groups may differ from the cached
+    assert len(learn_guard(lb)) == len(guard) == (lb.mode == "learn")
+    assert not set(guard) & set(learn_guard(lb)), guard
     held = hold_result(proc)
     assert held["ok"] == 50 and held["changed_backend"] == 0, held
     assert ctl.request("GET", "/services")[1] == acknowledged
