@@ -37,14 +37,9 @@ if str(REPO) not in sys.path:
 
 import yaml
 
-from lbrp_app import pipeline as pl
 from topologies.controller import Controller, free_port
 
 VIP, PORT = "13.13.13.13", 8000
-# --toggle's guard goes where the group's buckets resubmit: the datapath flow of a new
-# session's first packet is the one after the group's recirculation, and its translation
-# resumes at the bucket, past table 20
-TABLE = pl.LEARN
 BACKENDS = ("10.0.1.2", "10.0.1.3", "10.0.1.4")
 
 
@@ -78,10 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tcp-fin-timeout", type=int, default=12)
     p.add_argument("--datapath-max-idle-ms", type=int, default=0)
     p.add_argument("--show", type=int, default=5, help="failures to print with packets")
-    p.add_argument("--toggle", action="store_true",
-                   help="experiment: after each reweight, replace a never-matching guard flow "
-                        "in the LEARN table whose match field alternates (pkt_mark, ct_state), so "
-                        "that OVS deletes the cached new-session datapath flows")
     args = p.parse_args(argv)
     from topologies.lbrp_topo import lab, lab_unavailable_reason
 
@@ -113,16 +104,6 @@ def main(argv: list[str] | None = None) -> int:
             end = time.monotonic() + args.minutes * 60
             changes: list[float] = []
 
-            guards = ((1, "tcp,pkt_mark=0x1"), (2, "tcp,ct_state=+trk"))  # (cookie, match)
-
-            def toggle(n: int) -> None:
-                """Guard n % 2 in, the other out: the learn-mode translations through
-                the table now look at a datapath field that the cached ones ignored."""
-                (cookie, match), (old, _) = guards[n % 2], guards[(n + 1) % 2]
-                net.lb_ofctl("add-flow",
-                             f"table={TABLE},priority=65000,cookie={cookie},{match},actions=drop")
-                net.lb_ofctl("del-flows", f"table={TABLE},cookie={old}/-1")
-
             def churn() -> None:
                 weight = 1
                 while time.monotonic() < end:
@@ -134,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                         {"weight": weight})
                     if status != 200:
                         print(f"PUT failed: {status} {out}", flush=True)
-                    if args.toggle:
-                        toggle(len(changes))
 
             if not args.no_churn:
                 threading.Thread(target=churn, daemon=True).start()
@@ -168,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             summary = {"pinning": args.pinning, "churn": not args.no_churn,
                        "tcp_fin_timeout": args.tcp_fin_timeout,
                        "datapath_max_idle_ms": args.datapath_max_idle_ms,
-                       "toggle": args.toggle,
                        "reweights": len(changes), "ok": ok, "failed": failed,
                        "failures": dict(kinds),
                        "failed_with_an_unrewritten_syn_ack": unrewritten}
