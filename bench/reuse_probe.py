@@ -38,12 +38,14 @@ if str(REPO) not in sys.path:
 import yaml
 
 from topologies.controller import Controller, free_port
+from topologies.lbrp_topo import backend_ip, client_ip
 
 VIP, PORT = "13.13.13.13", 8000
-BACKENDS = ("10.0.1.2", "10.0.1.3", "10.0.1.4")
+CLIENT = client_ip(2)  # c2 opens the sessions
+BACKENDS = tuple(backend_ip(i) for i in (1, 2, 3))
 
 
-CLIENT_PORT = re.compile(r"10\.0\.0\.2\.(\d+)[ :]")
+CLIENT_PORT = re.compile(rf"{re.escape(CLIENT)}\.(\d+)[ :]")
 
 
 def packets_by_port(pcap: str) -> dict[int, list[str]]:
@@ -59,7 +61,7 @@ def packets_by_port(pcap: str) -> dict[int, list[str]]:
 
 def unrewritten_syn_ack(lines: list[str], port: int) -> bool:
     """Whether the client saw a SYN-ACK to ``port`` from a backend's own address."""
-    return any(f"> 10.0.0.2.{port}: Flags [S.]" in ln and
+    return any(f"> {CLIENT}.{port}: Flags [S.]" in ln and
                any(f" {ip}." in ln for ip in BACKENDS) for ln in lines)
 
 

@@ -846,7 +846,8 @@ def change(old: Config, new: Config, p: Ports, purge: list[Purge] | None = None,
             was.flows[on_switch.key] = on_switch
         now.flows.pop(on_switch.key, None)
         guard ^= 1
-        now.flows[learn_guard(guard).key] = learn_guard(guard)
+        swapped = learn_guard(guard)
+        now.flows[swapped.key] = swapped
     return diff(was, now, purge, guard)
 
 
