@@ -7,6 +7,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from os_ken.ofproto import ofproto_v1_5 as ofp
 from os_ken.ofproto import ofproto_v1_5_parser as parser
 
@@ -299,3 +300,68 @@ def test_flow_count_requests_ask_for_one_5_tuples_session_and_for_the_guard() ->
     assert dict(req.match.items()) == {"eth_type": 0x800, "ip_proto": 6,
                                        "ipv4_src": "10.0.0.1", "ipv4_dst": WEB.vip,
                                        "tcp_src": 40000, "tcp_dst": WEB.port}
+
+
+def flow_removed_bytes(stats: bytes, cookie: int = 0xA8123456789ABC) -> bytes:
+    """An OFPT_FLOW_REMOVED as OVS sends one for a learned session flow."""
+    match = parser.OFPMatch(eth_type=0x0800, ip_proto=6, ipv4_src="10.0.0.2",
+                            ipv4_dst="13.13.13.13", tcp_src=40000, tcp_dst=8000,
+                            tcp_flags=(0, 2))
+    buf = bytearray(24)
+    match.serialize(buf, 24)
+    buf += stats
+    struct.pack_into("!BBHIBBHHHQ", buf, 0, ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED, len(buf),
+                     7, pl.SESSION_FWD, ofp.OFPRR_IDLE_TIMEOUT, 100, 300, 0, cookie)
+    return bytes(buf)
+
+
+def oxs(field: int, fmt: str, *values: int) -> bytes:
+    return struct.pack("!HBB" + fmt, ofp.OFPXSC_OPENFLOW_BASIC, field << 1,
+                       struct.calcsize("!" + fmt), *values)
+
+
+def stats_block(*fields: bytes) -> bytes:
+    body = b"".join(fields)
+    return struct.pack("!HH", 0, 4 + len(body)) + body + bytes(-(4 + len(body)) % 8)
+
+
+def test_flow_removed_decodes_as_os_kens_parser_does_and_its_match_on_demand(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    known = stats_block(oxs(0, "II", 5, 7), oxs(1, "II", 1, 2), oxs(3, "I", 1),
+                        oxs(4, "Q", 10), oxs(5, "Q", 1000))
+    unknown = stats_block(oxs(0, "II", 5, 7), oxs(6, "Q", 99), oxs(4, "Q", 10))  # os-ken's
+    os_kens_stats = parser.OFPStats.parser
+    for stats in (known, unknown, b""):
+        raw = flow_removed_bytes(stats)
+        want = parser.OFPFlowRemoved.parser(DP, ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED,
+                                            len(raw), 7, raw)
+        with monkeypatch.context() as m:
+            if stats is known:  # every field decoded by hand, none left to os-ken
+                m.setattr(parser.OFPStats, "parser", None)
+            got = ofmsg.OFPFlowRemoved.parser(DP, ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED,
+                                              len(raw), 7, raw)
+        assert parser.OFPStats.parser == os_kens_stats
+        for attr in ("version", "msg_type", "msg_len", "xid", "table_id", "reason",
+                     "priority", "idle_timeout", "hard_timeout", "cookie"):
+            assert getattr(got, attr) == getattr(want, attr), attr
+        if stats:
+            assert got.stats.fields == want.stats.fields
+            assert got.stats.length == want.stats.length
+        else:
+            assert got.stats is None and want.stats is None
+        assert got._match is None  # not decoded until read
+        assert got.match.to_jsondict() == want.match.to_jsondict()
+    assert got.cookie == 0xA8123456789ABC and got.table_id == pl.SESSION_FWD
+
+
+def test_the_fast_flow_removed_decoder_reaches_the_app_as_os_kens_event() -> None:
+    from os_ken.controller import ofp_event
+    from os_ken.ofproto import ofproto_parser
+
+    ofmsg.decode_flow_removed_fast()
+    ofmsg.decode_flow_removed_fast()  # idempotent
+    raw = flow_removed_bytes(stats_block(oxs(0, "II", 5, 7), oxs(4, "Q", 10), oxs(5, "Q", 1000)))
+    msg = ofproto_parser.msg(DP, ofp.OFP_VERSION, ofp.OFPT_FLOW_REMOVED, len(raw), 7, raw)
+    assert type(msg) is ofmsg.OFPFlowRemoved
+    assert isinstance(ofp_event.ofp_msg_to_ev(msg), ofp_event.EventOFPFlowRemoved)
+    assert (msg.stats.get("packet_count"), msg.stats.get("byte_count")) == (10, 1000)
