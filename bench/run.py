@@ -220,6 +220,7 @@ class Options:
     lb_ports: str = "system"
     hops: bool = False
     rate_blocks: bool = False
+    warmup_s: float = 0.0
 
     @property
     def baselines(self) -> list[str]:
@@ -231,6 +232,12 @@ class Options:
     def setups(self) -> list[str]:
         """Setups of one round, in order."""
         return self.baselines + [f"lbrp-{m}" for m in self.modes]
+
+    @property
+    def rate_sources(self) -> int:
+        """Client addresses the rate phase uses: one per run, and one per warm-up."""
+        runs = sum(len(setups) for _, setups in self.rate_schedule())
+        return runs * (2 if self.warmup_s else 1)
 
     def rate_schedule(self) -> list[tuple[int, list[str]]]:
         """The rate phase's rounds: (round number from 1, its setups in running order).
@@ -265,6 +272,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--rate-reps", type=int, default=None,
                    help="rate phase: saturated session runs per setup, alternating (12; "
                         "quick 2)")
+    p.add_argument("--warmup", type=float, default=0.0, metavar="SECONDS",
+                   help="rate phase: before each measured run, saturated sessions for this "
+                        "long from another address, not measured. Over tcp_fin_timeout "
+                        "(12 s), learn's measured run then also pays for the sessions that "
+                        "expire meanwhile, as under a steady load")
     p.add_argument("--held", type=int, default=None, help="sessions to hold (100000; quick 5000)")
     p.add_argument("--held-inflight", type=int, default=64,
                    help="pending connects at most, over all holder processes (bursts of "
@@ -355,11 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         settle_timeout=a.settle_timeout,
         app_src=a.app_src.resolve() if a.app_src else None, settings=settings,
         lab_switches=a.lab_switches, lb_ports=a.lb_ports, hops=a.hops,
-        rate_blocks=a.rate_blocks)
-    n_rate_runs = sum(len(setups) for _, setups in opts.rate_schedule())
-    if "rate" in phases and FIRST_SOURCE + n_rate_runs > LAST_SOURCE:
-        p.error(f"--rate-reps: {n_rate_runs} rate runs, at most "
-                f"{LAST_SOURCE - FIRST_SOURCE} (one client address per run)")
+        rate_blocks=a.rate_blocks, warmup_s=a.warmup)
+    if "rate" in phases and FIRST_SOURCE + opts.rate_sources > LAST_SOURCE:
+        p.error(f"--rate-reps: {opts.rate_sources} client addresses for the rate runs, at "
+                f"most {LAST_SOURCE - FIRST_SOURCE} (one per run, two with --warmup)")
     return opts
 
 
@@ -454,6 +465,13 @@ def vswitchd_threads_cpu() -> dict[str, float]:
                 kind = task_name(got[0])
                 out[kind] = out.get(kind, 0.0) + got[1]
     return out
+
+
+def controller_cpu_s(b: Bench) -> float | None:
+    """CPU seconds of lbrp's controller process, if the current setup runs one."""
+    proc = b.ctl.proc if b.ctl is not None else None
+    got = _stat(f"/proc/{proc.pid}/stat") if proc is not None else None
+    return got[1] if got else None
 
 
 def vswitchd_cpu_since(before: dict[str, float]) -> dict[str, float]:
@@ -1115,15 +1133,17 @@ def run_iperf(b: Bench, setup: str) -> dict[str, Any]:
             srv.terminate()
 
 
-def run_sessions(b: Bench, setup: str, src: str, rate: float | None = None) -> dict[str, Any]:
-    """New TCP sessions (connect, request, close) from ``src`` for opts.session_s seconds.
+def run_sessions(b: Bench, setup: str, src: str, rate: float | None = None,
+                 seconds: float | None = None) -> dict[str, Any]:
+    """New TCP sessions (connect, request, close) from ``src`` for ``seconds`` (default
+    opts.session_s).
 
     As fast as the setup allows, or ``rate`` sessions/s (paced).
     """
     ip, port, extra = target(setup)
     if rate:
         extra = [*extra, "--rate", str(rate)]
-    d = b.opts.session_s
+    d = b.opts.session_s if seconds is None else seconds
     res = b.net.run_client(b.net.clients[0], ip, "tcp", port, sessions=10_000_000,
                            concurrency=b.opts.concurrency, timeout=2.0,
                            extra=["--duration", str(d), "--src", src, *extra],
@@ -1216,24 +1236,34 @@ def phase_rate(opts: Options, work: Path, out: dict[str, Any]) -> None:
     with bench_lab(opts, work, out, servers=True) as b:
         b.unavailable = unavailable
         schedule = opts.rate_schedule()
-        srcs = iter(fresh_sources(b.net, sum(len(s) for _, s in schedule), FIRST_SOURCE))
+        srcs = iter(fresh_sources(b.net, opts.rate_sources, FIRST_SOURCE))
         for rnd, setups in schedule:
             for setup in setups:
                 src = next(srcs)
+                warm_src = next(srcs) if opts.warmup_s else None
                 b.clear()  # the same setup twice in a row starts afresh too
                 if not b.use(setup):
                     continue
                 quiet = wait_quiet()  # e.g. ovs-vswitchd still freeing a learn run's flows
-                before = vswitchd_threads_cpu()
+                warmup = (run_sessions(b, setup, warm_src, seconds=opts.warmup_s)
+                          if warm_src else None)
+                before, ctl_before = vswitchd_threads_cpu(), controller_cpu_s(b)
                 sess = run_sessions(b, setup, src)
                 by_thread = vswitchd_cpu_since(before)
                 cpu = sum(by_thread.values())
                 n = max(1, sess["ok"] + sess["failed"])
-                runs.append({"round": rnd, "setup": setup, "sessions": sess,
-                             "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
-                             "vswitchd_cpu_s_by_thread": {
-                                 k: round(v, 3) for k, v in by_thread.items() if v},
-                             "vswitchd_rss_kib": vswitchd_rss_kib(), "quiet_wait": quiet})
+                run = {"round": rnd, "setup": setup, "sessions": sess,
+                       "vswitchd_cpu_ms_per_session": round(1000 * cpu / n, 3),
+                       "vswitchd_cpu_s_by_thread": {
+                           k: round(v, 3) for k, v in by_thread.items() if v},
+                       "vswitchd_rss_kib": vswitchd_rss_kib(), "quiet_wait": quiet}
+                if ctl_before is not None and (ctl_after := controller_cpu_s(b)) is not None:
+                    run["controller_cpu_ms_per_session"] = round(
+                        1000 * (ctl_after - ctl_before) / n, 4)
+                if warmup is not None:
+                    run["warmup"] = {k: warmup.get(k) for k in
+                                     ("duration_s", "ok", "failed", "ok_per_s", "src")}
+                runs.append(run)
                 log(f"rate {rnd}/{len(schedule)} {setup}: {sess['ok_per_s']} sessions/s, "
                     f"p99 {sess['connect_ms_p99']} ms, failed {sess['failed']}")
 
@@ -1888,6 +1918,9 @@ def summarize(res: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
             per_setup(lambda r: r["sessions"]["failed"], rate_runs), ratio=False, better="lower")
         add("rate phase: ovs-vswitchd CPU ms per session",
             per_setup(lambda r: r.get("vswitchd_cpu_ms_per_session"), rate_runs), better="lower")
+        add("rate phase: controller CPU ms per session",
+            per_setup(lambda r: r.get("controller_cpu_ms_per_session"), rate_runs),
+            ratio=False, better="lower")
     if throughput:
         add(f"throughput phase: TCP Gbit/s ({opts.iperf_s:g} s iperf3, median of runs)",
             per_setup(lambda r: r["iperf"].get("received_gbps"), throughput))

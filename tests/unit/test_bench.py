@@ -85,6 +85,8 @@ def test_the_rate_phase_is_summarized_with_its_paired_ratio_and_interval() -> No
         for setup, v in (("plain", plain), ("lbrp-conntrack", ct)):
             runs.append({"round": r + 1, "setup": setup, "vswitchd_cpu_ms_per_session": 0.1,
                          "sessions": {"ok_per_s": float(v), "connect_ms_p99": 3.0, "failed": 0}})
+            if setup != "plain":  # plain runs no controller
+                runs[-1]["controller_cpu_ms_per_session"] = 0.01 * (r + 1)
     # a traffic phase in the same result must not disturb the rate rows
     traffic = [{"round": 1, "setup": setup, "iperf": {},
                 "sessions": {"ok_per_s": 1.0, "connect_ms_p50": 1.0, "connect_ms_p99": 2.0,
@@ -96,6 +98,8 @@ def test_the_rate_phase_is_summarized_with_its_paired_ratio_and_interval() -> No
     # ratios 0.98, 0.925, 0.978, 1.019: median 0.979
     assert paired["values"]["lbrp-conntrack"] == 0.979
     assert rows["  paired ratios at or above 0.95"]["values"]["lbrp-conntrack"] == 3
+    ctl = rows["rate phase: controller CPU ms per session"]["values"]
+    assert ctl == {"plain": None, "lbrp-conntrack": 0.025}  # the median of the four runs
     low = rows["  90 % interval of that median: low"]["values"]["lbrp-conntrack"]
     assert 0.925 <= low <= 0.979
 
@@ -208,3 +212,13 @@ def test_cpu_times_reads_busy_and_total_ticks() -> None:
     from bench.run import cpu_times
     busy, total = cpu_times()
     assert 0 <= busy <= total and total > 0
+
+
+def test_a_warm_up_takes_a_second_client_address_per_rate_run() -> None:
+    args = ["--phases", "rate", "--modes", "learn", "--no-select", "--rate-reps", "10"]
+    assert parse_args(args).rate_sources == 20
+    assert parse_args([*args, "--warmup", "15"]).rate_sources == 40
+    assert parse_args([*args[:-1], "27", "--warmup", "15"]).rate_sources == 108
+    with pytest.raises(SystemExit):  # 2 setups x 28 runs x 2 addresses: over 110
+        parse_args([*args[:-1], "28", "--warmup", "15"])
+    parse_args([*args[:-1], "28", "--phases", "traffic", "--warmup", "15"])  # no rate phase
