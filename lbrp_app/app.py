@@ -315,9 +315,9 @@ class LbrpApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev: Any) -> None:
         msg = ev.msg
+        counts = msg.stats if msg.stats is not None else {}  # OVS always sends them
         self.stats.on_flow_removed(msg.datapath.id, msg.cookie, msg.table_id,
-                                   msg.stats.get("packet_count", 0),
-                                   msg.stats.get("byte_count", 0))
+                                   counts.get("packet_count", 0), counts.get("byte_count", 0))
 
     # --- counters ----------------------------------------------------------------------
 
