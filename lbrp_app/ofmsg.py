@@ -146,6 +146,7 @@ class PackedLearn(PackedAction):
 
 
 _FLOW_REMOVED = struct.Struct("!BBHHHQHH")  # after the header, up to the match's type, length
+_FLOW_REMOVED_MATCH_AT = 8 + _FLOW_REMOVED.size - 4  # the match starts with its type
 _OXS = struct.Struct("!HBB")  # class, field << 1 | has-mask, length
 
 
@@ -186,13 +187,12 @@ class OFPFlowRemoved(ofproto_v1_5_parser.OFPFlowRemoved):
     """
 
     _match: Any = None
-    _match_at: int | None = None
 
     @property  # type: ignore[override]
     def match(self) -> Any:
-        """The flow's match, decoded by os-ken on first use."""
-        if self._match is None and self._match_at is not None:
-            self._match = ofproto_v1_5_parser.OFPMatch.parser(self.buf, self._match_at)
+        """The flow's match, decoded by os-ken on first use (of a message received)."""
+        if self._match is None and self.buf is not None:
+            self._match = ofproto_v1_5_parser.OFPMatch.parser(self.buf, _FLOW_REMOVED_MATCH_AT)
         return self._match
 
     @match.setter
@@ -203,13 +203,12 @@ class OFPFlowRemoved(ofproto_v1_5_parser.OFPFlowRemoved):
     def parser(cls, datapath: Any, version: int, msg_type: int, msg_len: int, xid: int,
                buf: bytes) -> OFPFlowRemoved:
         """os-ken's parser interface; the same attributes as os-ken's own parser gives."""
-        msg = cls(datapath)
-        msg.set_headers(version, msg_type, msg_len, xid)
-        msg.set_buf(buf)
+        # os-ken's header and buffer handling (MsgBase.parser), not its OFPFlowRemoved's
+        msg = super(ofproto_v1_5_parser.OFPFlowRemoved, cls).parser(
+            datapath, version, msg_type, msg_len, xid, buf)
         (msg.table_id, msg.reason, msg.priority, msg.idle_timeout, msg.hard_timeout,
          msg.cookie, _, match_len) = _FLOW_REMOVED.unpack_from(msg.buf, 8)
-        msg._match_at = 24
-        stats_at = 24 + -(-match_len // 8) * 8
+        stats_at = _FLOW_REMOVED_MATCH_AT + -(-match_len // 8) * 8
         if stats_at < msg_len:
             msg.stats = _stats(msg.buf, stats_at)
         return msg
