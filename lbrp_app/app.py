@@ -39,8 +39,10 @@ from lbrp_app.stats import fold_reply as stats_fold
 from lbrp_app.switch import (
     ChangeGate,
     SwitchError,
+    SwitchStateUnknown,
     XidTracker,
     commit,
+    commit_staged,
     describe_error,
     request,
     request_paced,
@@ -260,7 +262,7 @@ class LbrpApp(app_manager.OSKenApp):
                         dp, pl.LEARN, cookie=pl.guard_cookie(1), cookie_mask=pl.ALL_ONES)))
                 with gc_paused(freeze=True):
                     state = pl.desired_state(self.config, sw.ports, guard)
-                    commit(dp, self.tracker, ofmsg.reconcile_messages(
+                    commit_staged(dp, self.tracker, ofmsg.reconcile_messages(
                         dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
                 sw.programmed, sw.guard = True, guard
                 sw.error = None
@@ -431,6 +433,8 @@ class LbrpApp(app_manager.OSKenApp):
                     self._apply_diff(sw, d, new, times)
                     done.append(sw)
             except SwitchError as exc:
+                if isinstance(exc, SwitchStateUnknown):
+                    self._reprogram(sw, f"change not confirmed ({exc})")
                 self._roll_back(done, new, old)
                 raise ChangeError(f"switch refused the change: {exc}") from None
             try:
@@ -479,9 +483,13 @@ class LbrpApp(app_manager.OSKenApp):
             try:
                 self._apply_diff(sw, pl.change(new, old, sw.ports, guard=sw.guard), old)
             except SwitchError as exc:
-                LOG.error("switch %016x: rollback failed (%s); reprogramming", sw.dp.id, exc)
-                sw.programmed = False
-                hub.spawn(self._program, sw.dp)
+                self._reprogram(sw, f"rollback failed ({exc})")
+
+    def _reprogram(self, sw: Switch, why: str) -> None:
+        """Program ``sw`` again from the current config, once this change ends."""
+        LOG.error("switch %016x: %s; reprogramming", sw.dp.id, why)
+        sw.programmed = False
+        hub.spawn(self._program, sw.dp)
 
     # --- packet-in ---------------------------------------------------------------------
 

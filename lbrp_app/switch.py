@@ -24,6 +24,10 @@ class SwitchError(Exception):
     """The switch refused a change or did not confirm it in time."""
 
 
+class SwitchStateUnknown(SwitchError):
+    """The switch may hold part of the change: it must be programmed again."""
+
+
 class Waiter:
     """Collects the replies and errors of a set of xids until a final reply arrives."""
 
@@ -114,10 +118,10 @@ def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
 class ChangeGate:
     """Changes first: counter polls hold their next batch while a change is pending.
 
-    A change waits for two round trips to its switch (the staged bundle, then the
-    commit). Each reply of a poll's batch sent meanwhile is parsed and folded in the
-    event loop ahead of the change's barrier replies, so a poll that kept sending
-    would delay the change by batch after batch.
+    A change waits for a round trip to its switch (its bundle, committed). Each reply
+    of a poll's batch sent meanwhile is parsed and folded in the event loop ahead of the
+    change's barrier reply, so a poll that kept sending would delay the change by batch
+    after batch.
     """
 
     def __init__(self) -> None:
@@ -173,31 +177,63 @@ def describe_error(err: Any) -> str:
     return f"OpenFlow error type={err.type} code={err.code}"
 
 
-def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
-           on_step: Callable[[str], None] | None = None) -> None:
-    """Apply ``msgs`` atomically on ``dp`` as one bundle; raise SwitchError on refusal.
-
-    ``on_step`` is told when the bundle is "staged" and when its "commit" is confirmed.
-    """
-    if not msgs:
-        return
+def _bundle(dp: Any, msgs: list[Any]) -> tuple[Any, list[Any], Any]:
+    """The open, add and commit messages of one atomic, ordered bundle of ``msgs``."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
     bid = next(_bundle_ids) & 0xFFFFFFFF
     ctrl = parser.OFPBundleCtrlMsg
-    adds = [ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST, BUNDLE_ATOMIC_ORDERED, [])]
+    adds = []
     for m in msgs:
         m.datapath = dp
         adds.append(parser.OFPBundleAddMsg(dp, bid, BUNDLE_ATOMIC_ORDERED, m, []))
-    staged = request(dp, tracker, adds, timeout)
-    if staged.errors:
-        request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST,
-                                   BUNDLE_ATOMIC_ORDERED, [])], timeout)
-        raise SwitchError("; ".join(describe_error(e) for e in staged.errors[:3]))
-    if on_step is not None:
-        on_step("staged")
-    done = request(dp, tracker, [ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST,
-                                      BUNDLE_ATOMIC_ORDERED, [])], timeout)
+    return (ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST, BUNDLE_ATOMIC_ORDERED, []), adds,
+            ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, BUNDLE_ATOMIC_ORDERED, []))
+
+
+def _refusal(errors: list[Any]) -> str:
+    return "; ".join(describe_error(e) for e in errors[:3])
+
+
+def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
+           on_step: Callable[[str], None] | None = None) -> None:
+    """Apply ``msgs`` atomically on ``dp`` as one bundle, in one round trip.
+
+    The bundle's open, its messages, its commit and a barrier go out together. OVS
+    checks a message against the tables when the commit runs, and a refusal there undoes
+    the whole bundle: SwitchError, the switch holds what it held. A message OVS cannot
+    decode is refused when it is added, and OVS 3.1 then commits the bundle without it
+    (``handle_bundle_add`` drops just that message): SwitchStateUnknown, as when the
+    switch does not answer in time. ``on_step`` is told when the "commit" is confirmed.
+    """
+    if not msgs:
+        return
+    open_, adds, commit_ = _bundle(dp, msgs)
+    try:
+        done = request(dp, tracker, [open_, *adds, commit_], timeout)
+    except SwitchError as exc:
+        raise SwitchStateUnknown(str(exc)) from None
     if done.errors:
-        raise SwitchError("; ".join(describe_error(e) for e in done.errors[:3]))
+        at_commit = len(adds) + 1
+        if all(done.sent.get(getattr(e, "xid", None)) == at_commit for e in done.errors):
+            raise SwitchError(_refusal(done.errors))
+        raise SwitchStateUnknown(_refusal(done.errors))
     if on_step is not None:
         on_step("commit")
+
+
+def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> None:
+    """:func:`commit` in two round trips: the commit is sent only once every message was
+    added, so a refusal of any message changes nothing (programming a whole switch)."""
+    if not msgs:
+        return
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    open_, adds, commit_ = _bundle(dp, msgs)
+    staged = request(dp, tracker, [open_, *adds], timeout)
+    if staged.errors:
+        request(dp, tracker, [parser.OFPBundleCtrlMsg(
+            dp, open_.bundle_id, ofp.OFPBCT_DISCARD_REQUEST, BUNDLE_ATOMIC_ORDERED, [])],
+            timeout)
+        raise SwitchError(_refusal(staged.errors))
+    done = request(dp, tracker, [commit_], timeout)
+    if done.errors:
+        raise SwitchError(_refusal(done.errors))

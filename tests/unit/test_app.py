@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,12 +112,72 @@ def test_change_times_log_each_step_and_the_bench_reads_them_back() -> None:
 
     now = iter([0.0012, 0.0030, 0.0151, 0.0352, 0.0412])
     times = ChangeTimes(0.0, clock=lambda: next(now))
-    for step in ("lock", "diff", "staged", "commit", "save"):
+    for step in ("lock", "edit", "diff", "commit", "save"):
         times.mark(step)
-    assert str(times) == "lock 1.2, diff 1.8, staged 12.1, commit 20.1, save 6.0"
+    assert str(times) == "lock 1.2, edit 1.8, diff 12.1, commit 20.1, save 6.0"
     assert times.total_ms() == pytest.approx(41.2)
     line = (f"2026-11-28 lbrp.app INFO change: 13.13.13.14:udp:9000 live in "
             f"{times.total_ms():.1f} ms ({times})")
-    assert change_steps(line) == {"lock": 1.2, "diff": 1.8, "staged": 12.1, "commit": 20.1,
+    assert change_steps(line) == {"lock": 1.2, "edit": 1.8, "diff": 12.1, "commit": 20.1,
                                   "save": 6.0, "total": 41.2}
     assert change_steps("lbrp.app INFO switch 1 programmed: 3 flows") is None
+
+
+def _app_with_one_switch(tmp_path: Path, refuse: set[int | str]
+                         ) -> tuple[Any, Any, list[Any]]:
+    """An app (not started) with one programmed stand-in switch refusing the messages
+    at ``refuse``; returns it, its switch and the switches it was asked to reprogram."""
+    from os_ken.lib import hub
+
+    from lbrp_app import pipeline as pl
+    from lbrp_app.app import LbrpApp, Switch
+    from lbrp_app.model import Backend, Config, Service, ServiceKey
+    from lbrp_app.switch import ChangeGate, XidTracker
+    from tests.unit.test_switch import RefusingDatapath
+
+    app = object.__new__(LbrpApp)  # the parts of __init__ a change uses, no OpenFlow
+    key = ServiceKey("13.13.13.13", "tcp", 80)
+    app.config = Config().with_service(Service(key, "web", (Backend("10.0.1.2", 80, 1),)))
+    app.config_path = tmp_path / "lbrp.yaml"
+    app.tracker, app.lock, app.changes = XidTracker(), hub.Semaphore(1), ChangeGate()
+    dp = RefusingDatapath(app.tracker, refuse)
+    sw = Switch(dp, ports=pl.Ports(1, 2), programmed=True)
+    app.switches = {dp.id: sw}
+    reprogrammed: list[Any] = []
+    app._program = reprogrammed.append
+    return app, sw, reprogrammed
+
+
+def _add_backend(cfg: Any) -> Any:
+    from lbrp_app.model import Backend
+
+    svc = cfg.sorted_services()[0]
+    return cfg.with_service(replace(svc, backends=(*svc.backends, Backend("10.0.1.3", 80, 1))))
+
+
+def test_a_change_the_switch_may_hold_in_part_has_it_programmed_again(tmp_path: Path) -> None:
+    """A message refused when added (the rest committed without it): the change is
+    refused, nothing saved, and the switch is programmed again from the config kept."""
+    from os_ken.lib import hub
+
+    from lbrp_app.app import ChangeError
+
+    app, sw, reprogrammed = _app_with_one_switch(tmp_path, refuse={1})
+    before = app.config
+    with pytest.raises(ChangeError, match="refused"):
+        app.apply(_add_backend)
+    hub.sleep(0)  # the reprogramming runs once the change has let go of the lock
+    assert reprogrammed == [sw.dp] and not sw.programmed
+    assert app.config is before and not app.config_path.exists()
+    # refused at the commit: OVS undid the bundle, so the switch keeps its program
+    app, sw, reprogrammed = _app_with_one_switch(tmp_path, refuse={"commit"})
+    before = app.config
+    with pytest.raises(ChangeError, match="refused"):
+        app.apply(_add_backend)
+    hub.sleep(0)
+    assert reprogrammed == [] and sw.programmed
+    assert app.config is before and not app.config_path.exists()
+    # and a change it takes is saved and current
+    app, sw, reprogrammed = _app_with_one_switch(tmp_path, refuse=set())
+    app.apply(_add_backend)
+    assert len(app.config.sorted_services()[0].backends) == 2 and app.config_path.exists()

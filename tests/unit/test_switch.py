@@ -1,5 +1,5 @@
-"""Request batching against a stand-in datapath that answers each message at once,
-and the gate that holds counter polls while a change is pending."""
+"""Request batching and bundles against a stand-in datapath that answers each message
+at once, and the gate that holds counter polls while a change is pending."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ import contextlib
 import time
 from typing import Any
 
+import pytest
 from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_5, ofproto_v1_5_parser
 
-from lbrp_app.switch import ChangeGate, XidTracker, request_paced
+from lbrp_app.switch import (
+    ChangeGate,
+    SwitchError,
+    SwitchStateUnknown,
+    XidTracker,
+    commit,
+    commit_staged,
+    request_paced,
+)
 
 
 class AnsweringDatapath:
@@ -110,3 +119,84 @@ def test_change_gate_clears_when_the_change_fails() -> None:
     with contextlib.suppress(RuntimeError), gate.change():
         raise RuntimeError("switch refused")
     assert gate.wait_clear(0.0)
+
+
+class RefusingDatapath(AnsweringDatapath):
+    """Answers barriers; refuses with an OpenFlow error, as OVS does, the messages at the
+    positions given (in sending order) and, with "commit" given, every bundle commit;
+    never answers at all if ``silent``."""
+
+    def __init__(self, tracker: XidTracker, refuse: set[int | str] = frozenset(),
+                 silent: bool = False) -> None:
+        super().__init__(tracker)
+        self.refuse, self.silent = refuse, silent
+
+    def send_msg(self, msg: Any) -> bool:
+        position = len(self.sent)
+        self.sent.append(msg)
+        if self.silent:
+            return True
+        if position in self.refuse or ("commit" in self.refuse and isinstance(
+                msg, ofproto_v1_5_parser.OFPBundleCtrlMsg)
+                and msg.type == ofproto_v1_5.OFPBCT_COMMIT_REQUEST):
+            err = ofproto_v1_5_parser.OFPErrorMsg(self, type_=1, code=9)
+            err.xid = msg.xid
+            self.tracker.error(self.id, msg.xid, err)
+        elif isinstance(msg, ofproto_v1_5_parser.OFPBarrierRequest):
+            self.tracker.reply(self.id, msg.xid, msg)
+        return True
+
+    def kinds(self) -> list[str]:
+        names = {ofproto_v1_5.OFPBCT_OPEN_REQUEST: "open",
+                 ofproto_v1_5.OFPBCT_COMMIT_REQUEST: "commit",
+                 ofproto_v1_5.OFPBCT_DISCARD_REQUEST: "discard"}
+        return [names[m.type] if isinstance(m, ofproto_v1_5_parser.OFPBundleCtrlMsg)
+                else "add" if isinstance(m, ofproto_v1_5_parser.OFPBundleAddMsg)
+                else "barrier" if isinstance(m, ofproto_v1_5_parser.OFPBarrierRequest)
+                else type(m).__name__ for m in self.sent]
+
+
+def _flow_mods(dp: Any, n: int) -> list[Any]:
+    return [ofproto_v1_5_parser.OFPFlowMod(dp, table_id=i) for i in range(n)]
+
+
+def test_a_change_goes_as_one_bundle_in_one_round_trip() -> None:
+    tracker = XidTracker()
+    dp = RefusingDatapath(tracker)
+    steps: list[str] = []
+    commit(dp, tracker, _flow_mods(dp, 3), 5.0, steps.append)
+    # the commit does not wait for the adds' barrier: one barrier, after the commit
+    assert dp.kinds() == ["open", "add", "add", "add", "commit", "barrier"]
+    assert len({m.bundle_id for m in dp.sent[:5]}) == 1
+    assert steps == ["commit"]
+    commit(dp, tracker, [], 5.0)  # nothing to change: nothing sent
+    assert len(dp.sent) == 6
+
+
+def test_a_refused_commit_changed_nothing_a_refused_add_leaves_the_switch_unknown() -> None:
+    tracker = XidTracker()
+    # OVS checks a message against its tables at the commit, and undoes the whole bundle
+    dp = RefusingDatapath(tracker, refuse={"commit"})
+    with pytest.raises(SwitchError, match="type=1 code=9") as refused:
+        commit(dp, tracker, _flow_mods(dp, 3), 5.0)
+    assert not isinstance(refused.value, SwitchStateUnknown)
+    assert dp.kinds() == ["open", "add", "add", "add", "commit", "barrier"]
+    # a message it cannot decode is dropped when added, and the rest still committed
+    dp = RefusingDatapath(tracker, refuse={2})
+    with pytest.raises(SwitchStateUnknown, match="type=1 code=9"):
+        commit(dp, tracker, _flow_mods(dp, 3), 5.0)
+    # no answer in time: the commit may still come
+    dp = RefusingDatapath(tracker, silent=True)
+    with pytest.raises(SwitchStateUnknown, match="did not answer"):
+        commit(dp, tracker, _flow_mods(dp, 1), 0.05)
+
+
+def test_programming_a_switch_commits_only_once_every_message_was_added() -> None:
+    tracker = XidTracker()
+    dp = RefusingDatapath(tracker)
+    commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0)
+    assert dp.kinds() == ["open", "add", "add", "barrier", "commit", "barrier"]
+    dp = RefusingDatapath(tracker, refuse={2})
+    with pytest.raises(SwitchError, match="type=1 code=9"):
+        commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0)
+    assert dp.kinds() == ["open", "add", "add", "barrier", "discard", "barrier"]
