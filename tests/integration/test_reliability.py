@@ -444,6 +444,47 @@ def test_vswitchd_restart_is_reprogrammed_and_serves_within_2_s(lb: Any, run_in:
     assert fresh["ok"] == 50, fresh
 
 
+def test_a_change_the_switch_does_not_confirm_is_503_and_the_switch_is_programmed_again(
+        lb: Any) -> None:
+    """ovs-vswitchd stopped (SIGSTOP) through a change: once the switch timeout passes the
+    change is refused (503) and not saved. Its commit went out with its bundle, in one
+    round trip, so the switch runs it when it resumes; the app then programs the switch
+    again from the config it kept, and the switch ends up as it was before the change."""
+    ctl: Controller = lb.ctl
+    vswitchd = daemon_pid("ovs-vswitchd")
+    assert vswitchd
+    path = f"{WEB}/backends/{B3}/8004"
+    groups_before = lb.lb_ofctl("dump-groups")
+    file_before = ctl.config_path.read_text()
+    ctl.stop()
+    ctl.extra_env = {**ctl.extra_env, "LBRP_SWITCH_TIMEOUT": "2"}
+    try:
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid)
+        t0 = time.time()
+        os.kill(vswitchd, signal.SIGSTOP)
+        try:
+            status, out = ctl.request("PUT", path, {"weight": 9})
+        finally:
+            os.kill(vswitchd, signal.SIGCONT)
+        assert status == 503 and "did not answer" in out["error"], out
+        wait_for(lambda: (get_stats(ctl)["controller"]["last_reconcile"] or 0) > t0, 30,
+                 "the app to program lb0 again", 0.05)
+        ctl.wait_programmed(lb.lb_dpid)
+        assert "change not confirmed" in controller_log(ctl)
+        assert lb.lb_ofctl("dump-groups") == groups_before
+        assert ctl.config_path.read_text() == file_before
+        # and the same change lands once the switch answers
+        assert ctl.request("PUT", path, {"weight": 9})[0] == 201
+        assert lb.lb_ofctl("dump-groups") != groups_before
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+        ctl.stop()
+        ctl.extra_env = {k: v for k, v in ctl.extra_env.items() if k != "LBRP_SWITCH_TIMEOUT"}
+        ctl.start()
+        ctl.wait_programmed(lb.lb_dpid, timeout=60)
+
+
 # --- 3. SYN flood ----------------------------------------------------------------------------
 
 def syn_flood(lb: Any, bound: int) -> dict[str, Any]:
