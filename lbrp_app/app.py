@@ -264,11 +264,15 @@ class LbrpApp(app_manager.OSKenApp):
                     state = pl.desired_state(self.config, sw.ports, guard)
                     commit_staged(dp, self.tracker, ofmsg.reconcile_messages(
                         dp.ofproto_parser, dp.ofproto, state), SWITCH_TIMEOUT)
+                    n_flows, n_groups = len(state.flows), len(state.groups)
+                    # freed before gc_paused's closing collection, which would walk it:
+                    # 0.12-0.18 instead of 0.40-0.53 s at 2,000 x 8 (bench/results/startup19)
+                    del state
                 sw.programmed, sw.guard = True, guard
                 sw.error = None
                 self.last_reconcile = time.time()
                 LOG.info("switch %016x programmed: %d flows, %d groups in %.3f s", dp.id,
-                         len(state.flows), len(state.groups), time.monotonic() - t0)
+                         n_flows, n_groups, time.monotonic() - t0)
             except SwitchError as exc:
                 sw.error = str(exc)
                 LOG.error("switch %016x not programmed: %s", dp.id, exc)
