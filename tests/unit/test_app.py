@@ -1,4 +1,5 @@
-"""The app's own helpers that need no switch."""
+"""The app's own helpers, and its handling of a change against a stand-in switch
+(no OpenFlow connection)."""
 
 from __future__ import annotations
 
