@@ -177,17 +177,20 @@ def describe_error(err: Any) -> str:
     return f"OpenFlow error type={err.type} code={err.code}"
 
 
-def _bundle(dp: Any, msgs: list[Any]) -> tuple[Any, list[Any], Any]:
-    """The open, add and commit messages of one atomic, ordered bundle of ``msgs``."""
-    parser, ofp = dp.ofproto_parser, dp.ofproto
+def _bundle_ctrl(dp: Any, bid: int, kind: int) -> Any:
+    """A bundle control message (open, commit, discard) of an atomic, ordered bundle."""
+    return dp.ofproto_parser.OFPBundleCtrlMsg(dp, bid, kind, BUNDLE_ATOMIC_ORDERED, [])
+
+
+def _bundle(dp: Any, msgs: list[Any]) -> tuple[int, list[Any]]:
+    """A new bundle id, and ``msgs`` as that bundle's add messages."""
+    parser = dp.ofproto_parser
     bid = next(_bundle_ids) & 0xFFFFFFFF
-    ctrl = parser.OFPBundleCtrlMsg
     adds = []
     for m in msgs:
         m.datapath = dp
         adds.append(parser.OFPBundleAddMsg(dp, bid, BUNDLE_ATOMIC_ORDERED, m, []))
-    return (ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST, BUNDLE_ATOMIC_ORDERED, []), adds,
-            ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, BUNDLE_ATOMIC_ORDERED, []))
+    return bid, adds
 
 
 def _refusal(errors: list[Any]) -> str:
@@ -207,9 +210,12 @@ def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
     """
     if not msgs:
         return
-    open_, adds, commit_ = _bundle(dp, msgs)
+    ofp = dp.ofproto
+    bid, adds = _bundle(dp, msgs)
     try:
-        done = request(dp, tracker, [open_, *adds, commit_], timeout)
+        done = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST), *adds,
+                                     _bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST)],
+                       timeout)
     except SwitchError as exc:
         raise SwitchStateUnknown(str(exc)) from None
     if done.errors:
@@ -226,14 +232,13 @@ def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float)
     added, so a refusal of any message changes nothing (programming a whole switch)."""
     if not msgs:
         return
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    open_, adds, commit_ = _bundle(dp, msgs)
-    staged = request(dp, tracker, [open_, *adds], timeout)
+    ofp = dp.ofproto
+    bid, adds = _bundle(dp, msgs)
+    staged = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST), *adds],
+                     timeout)
     if staged.errors:
-        request(dp, tracker, [parser.OFPBundleCtrlMsg(
-            dp, open_.bundle_id, ofp.OFPBCT_DISCARD_REQUEST, BUNDLE_ATOMIC_ORDERED, [])],
-            timeout)
+        request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST)], timeout)
         raise SwitchError(_refusal(staged.errors))
-    done = request(dp, tracker, [commit_], timeout)
+    done = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST)], timeout)
     if done.errors:
         raise SwitchError(_refusal(done.errors))
