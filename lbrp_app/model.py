@@ -34,14 +34,22 @@ def parse_ipv4(field_name: str, value: Any) -> str:
     """Return ``value`` as a canonical unicast IPv4 address string or raise."""
     if not isinstance(value, str):
         raise ConfigError(field_name, value, "must be an IPv4 address string")
+    canonical, refused = _unicast_ipv4(value)
+    if refused:
+        raise ConfigError(field_name, value, refused)
+    return canonical
+
+
+@functools.lru_cache(maxsize=4096)  # a config names each backend address many times
+def _unicast_ipv4(value: str) -> tuple[str, str]:
     try:
         addr = ipaddress.IPv4Address(value)
     except ValueError:
-        raise ConfigError(field_name, value, "is not a valid IPv4 address") from None
+        return "", "is not a valid IPv4 address"
     if (addr.is_multicast or addr.is_loopback or addr.is_reserved
             or addr.packed[0] == 0 or addr == ipaddress.IPv4Address("255.255.255.255")):
-        raise ConfigError(field_name, value, "must be a unicast IPv4 address")
-    return str(addr)
+        return "", "must be a unicast IPv4 address"
+    return str(addr), ""
 
 
 def ip_int(ip: str) -> int:

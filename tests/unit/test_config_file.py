@@ -107,3 +107,93 @@ def test_a_service_is_written_as_yaml_writes_it(name: str) -> None:
                            ).sorted_services()[0]
         assert config.service_text(svc) == yaml.dump(
             [svc.to_dict()], Dumper=config._Dumper, sort_keys=False, default_flow_style=False)
+
+
+def _yaml_reads(text: str) -> object:
+    try:
+        return yaml.load(text, Loader=config._Loader)
+    except yaml.YAMLError:
+        return "refused"
+
+
+def _sample() -> Config:
+    return parse_config({"frontend_port": "s1-eth1", "backend_port": 2, "services": [
+        {"vip": "13.13.13.13", "proto": "tcp", "port": 80, "name": "web-1",
+         "backends": [{"ip": "10.0.1.2", "port": 8000, "weight": 10},
+                      {"ip": "10.0.1.3", "port": 8001, "weight": 0}]},
+        {"vip": "13.13.13.14", "proto": "udp", "port": 53, "name": "", "backends": []},
+        {"vip": "13.13.13.15", "proto": "tcp", "port": 443, "name": "x",
+         "backends": [{"ip": "10.0.1.4", "port": 443, "weight": 65535}]}]})
+
+
+def test_the_saved_file_is_read_without_yaml_and_as_yaml_reads_it(tmp_path: Path) -> None:
+    text = config.dump(_sample())
+    doc = config.read_own_format(text)
+    assert doc is not None and doc == _yaml_reads(text)
+    path = tmp_path / "lbrp.yaml"
+    config.save(path, _sample())
+    assert config.load(path) == _sample()
+
+
+@pytest.mark.parametrize("name", ["a: b", "yes", "null", "~", "123", "010", "1_000", "0x1F",
+                                  "1:20", "1.5", "- x", "#x", " lead", "é", "2001-01-01"])
+def test_a_name_yaml_would_not_read_as_written_leaves_the_file_to_yaml(
+        tmp_path: Path, name: str) -> None:
+    cfg = parse_config({"services": [{"vip": "13.13.13.13", "proto": "tcp", "port": 80,
+                                      "name": name}]})
+    text = config.dump(cfg)
+    assert config.read_own_format(text) in (None, _yaml_reads(text))
+    path = tmp_path / "lbrp.yaml"
+    config.save(path, cfg)
+    assert config.load(path) == cfg
+
+
+def _edits(lines: list[str], i: int) -> list[list[str]]:
+    """Hand edits of line ``i``: yaml reads each differently from dump()'s layout, or
+    not at all."""
+    line = lines[i]
+    key, _, value = line.partition(": ")
+    out = [lines[:i] + lines[i + 1:],  # dropped
+           lines[:i] + [lines[i], lines[i]] + lines[i + 1:],  # twice
+           lines[:i] + lines[i + 1:i + 2] + [line] + lines[i + 2:]]  # swapped with the next
+    for new in (line + " ", line + " # note", line + "\r", "\t" + line, " " + line, line[1:],
+                key + ":", key + ": " + "'" + value + "'", key + ': "' + value + '"',
+                key + ": 0" + value, key + ": 0x1" + value, key + ": 1_0" + value,
+                key + ": yes", key + ": ~", key + ": null", key + ": 1.5", key + ": []",
+                key + ": {}", key + ": [" + value + "]", key + ": &a " + value, key + ": *a",
+                key + ": !!str " + value, key + ": -" + value, key + ": " + value + ":",
+                "---", "...", "%YAML 1.1", "? " + line, line.replace(": ", ":  ")):
+        out.append(lines[:i] + [new] + lines[i + 1:])
+    return out
+
+
+def test_a_hand_edited_file_is_read_as_yaml_reads_it() -> None:
+    lines = config.dump(_sample()).split("\n")
+    tried = taken = 0
+    for i in range(len(lines) - 1):
+        for edit in _edits(lines, i):
+            text = "\n".join(edit)
+            own = config.read_own_format(text)
+            tried += 1
+            taken += own is not None
+            assert own is None or own == _yaml_reads(text), (i, edit[i] if i < len(edit) else "")
+    assert tried > 1000
+    assert taken, "some edits keep dump()'s layout (a dropped setting, a new value)"
+
+
+_HEAD = "services:\n- vip: 13.13.13.13\n  proto: tcp\n  port: 80\n  name: a\n"
+_ITEM = "  - ip: 10.0.1.2\n    port: 1\n"
+
+
+@pytest.mark.parametrize("text", [
+    "", "# only a comment\n", "services:\n", "services: []\n", "services: []\n- vip: 1.2.3.4\n",
+    _HEAD + "  backends:\n",  # no backend after "backends:"
+    _HEAD + "  backends: []\n" + _ITEM + "    weight: 1\n",  # a backend after "[]"
+    _HEAD + "  backends:\n" + _ITEM,  # a backend without its weight
+    "services:\n    port: 1\n", "services:\n  proto: tcp\n",
+    _HEAD + "  backends: []\n    weight: 1\n",
+    "frontend_port: 1\nfrontend_port: 2\n", "frontend_port: 1\nservices: []\nbackend_port: 3\n",
+    "\ufeffservices: []\n", _HEAD + "  backends: []\nmax_sessions: 100\n"])
+def test_odd_files_are_read_as_yaml_reads_them(text: str) -> None:
+    own = config.read_own_format(text)
+    assert own is None or own == _yaml_reads(text)
