@@ -14,6 +14,8 @@ from typing import Any
 
 from os_ken.lib import hub
 
+from lbrp_app import ofmsg
+
 LOG = logging.getLogger("lbrp.switch")
 
 BUNDLE_ATOMIC_ORDERED = 0x3  # OFPBF_ATOMIC | OFPBF_ORDERED
@@ -183,14 +185,9 @@ def _bundle_ctrl(dp: Any, bid: int, kind: int) -> Any:
 
 
 def _bundle(dp: Any, msgs: list[Any]) -> tuple[int, list[Any]]:
-    """A new bundle id, and ``msgs`` as that bundle's add messages."""
-    parser = dp.ofproto_parser
+    """A new bundle id, and ``msgs`` as that bundle's add messages (sent as one)."""
     bid = next(_bundle_ids) & 0xFFFFFFFF
-    adds = []
-    for m in msgs:
-        m.datapath = dp
-        adds.append(parser.OFPBundleAddMsg(dp, bid, BUNDLE_ATOMIC_ORDERED, m, []))
-    return bid, adds
+    return bid, [ofmsg.BundleAdds(bid, BUNDLE_ATOMIC_ORDERED, msgs)]
 
 
 def _refusal(errors: list[Any]) -> str:
@@ -227,9 +224,11 @@ def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
         on_step("commit")
 
 
-def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float) -> None:
+def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
+                  on_step: Callable[[str], None] | None = None) -> None:
     """:func:`commit` in two round trips: the commit is sent only once every message was
-    added, so a refusal of any message changes nothing (programming a whole switch)."""
+    added, so a refusal of any message changes nothing (programming a whole switch).
+    ``on_step`` is told when the messages are "added" and when the "commit" is confirmed."""
     if not msgs:
         return
     ofp = dp.ofproto
@@ -239,6 +238,10 @@ def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float)
     if staged.errors:
         request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST)], timeout)
         raise SwitchError(_refusal(staged.errors))
+    if on_step is not None:
+        on_step("added")
     done = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST)], timeout)
     if done.errors:
         raise SwitchError(_refusal(done.errors))
+    if on_step is not None:
+        on_step("commit")
