@@ -1,7 +1,9 @@
 """Encoding of the pipeline's plain data as os-ken OpenFlow 1.5 messages.
 
 Pure: messages are built with ``datapath=None``; the app attaches the datapath
-when it sends them. Nothing here talks to a switch. Also the one message lbrp
+when it sends them. Nothing here talks to a switch. Flow mods, and a bundle's adds,
+are encoded here directly as bytes (:class:`Encoded`, :class:`BundleAdds`), the same
+bytes os-ken's classes write; the rest through os-ken. Also the one message lbrp
 decodes itself rather than through os-ken: flow-removed (:class:`OFPFlowRemoved`).
 """
 
@@ -323,6 +325,7 @@ class BundleAdds(ofproto_v1_5_parser.MsgBase):
 
     def __init__(self, bundle_id: int, flags: int, msgs: list[Any]) -> None:
         super().__init__(None)
+        self.msg_type = ofproto_v1_5.OFPT_BUNDLE_ADD_MESSAGE
         self.bundle_id, self.flags = bundle_id, flags
         self.msgs = [encoded(m) for m in msgs]
 
@@ -333,7 +336,7 @@ class BundleAdds(ofproto_v1_5_parser.MsgBase):
         """os-ken's interface: the adds, back to back, in ``buf``."""
         version, xid, bid, flags = ofproto_v1_5.OFP_VERSION, self.xid or 0, self.bundle_id, \
             self.flags
-        add, head = ofproto_v1_5.OFPT_BUNDLE_ADD_MESSAGE, _BUNDLE_ADD.size + _HEADER.size
+        add, head = self.msg_type, _BUNDLE_ADD.size + _HEADER.size
         parts: list[bytes] = []
         for m in self.msgs:
             parts += (_BUNDLE_ADD.pack(version, add, head + len(m.body), xid, bid, flags),

@@ -198,9 +198,13 @@ def test_a_refused_commit_changed_nothing_a_refused_add_leaves_the_switch_unknow
 def test_programming_a_switch_commits_only_once_every_message_was_added() -> None:
     tracker = XidTracker()
     dp = RefusingDatapath(tracker)
-    commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0)
+    steps: list[str] = []
+    commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0, steps.append)
     assert dp.kinds() == ["open", "add", "add", "barrier", "commit", "barrier"]
+    assert steps == ["added", "commit"]
     dp = RefusingDatapath(tracker, refuse={1})
+    steps.clear()
     with pytest.raises(SwitchError, match="type=1 code=9"):
-        commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0)
+        commit_staged(dp, tracker, _flow_mods(dp, 2), 5.0, steps.append)
+    assert steps == []
     assert dp.kinds() == ["open", "add", "add", "barrier", "discard", "barrier"]
