@@ -261,7 +261,7 @@ class LbrpApp(app_manager.OSKenApp):
                 if self.config.settings.session_pinning == "learn":
                     guard = pl.reconcile_guard(bool(self._count_flows(
                         dp, pl.LEARN, cookie=pl.guard_cookie(1), cookie_mask=pl.ALL_ONES)))
-                steps = [("built", time.monotonic())]
+                steps = [("start", time.monotonic())]  # each step: (name, time it ended)
                 with gc_paused(freeze=True):
                     state = pl.desired_state(self.config, sw.ports, guard)
                     msgs = ofmsg.reconcile_messages(dp.ofproto_parser, dp.ofproto, state)
