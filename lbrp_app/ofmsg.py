@@ -81,9 +81,8 @@ class PackedMatch(ofproto_v1_5_parser.OFPMatch):
 
     def serialize(self, buf: bytearray, offset: int) -> int:
         """Write the match at ``offset``; its length with padding, as OFPMatch returns."""
-        body = b"".join([_oxm(self._ofp, k, v) for k, v in self._fields2])
-        self.length = 4 + len(body)
-        data = struct.pack("!HH", self.type, self.length) + body + bytes(-self.length % 8)
+        data = _match_bytes(self._ofp, self._fields2)
+        self.length = _OXM_MATCH.unpack_from(data)[1]  # without the padding, as OFPMatch's
         _write(buf, offset, data)
         return len(data)
 
@@ -388,38 +387,21 @@ def _match_bytes(ofp: ModuleType, match: pl.Match) -> bytes:
     return _OXM_MATCH.pack(ofp.OFPMT_OXM, length) + body + bytes(-length % 8)
 
 
+def _packed_actions(parser: ModuleType, ofp: ModuleType,
+                    actions: tuple[pl.Action, ...]) -> list[PackedAction]:
+    """``actions`` encoded, goto-table left out (an instruction, not an action)."""
+    return [PackedLearn(ofp, a) if isinstance(a, pl.Learn) else _packed(parser, ofp, a)
+            for a in actions if not isinstance(a, pl.GotoTable)]
+
+
 def _instruction_bytes(parser: ModuleType, ofp: ModuleType,
                        actions: tuple[pl.Action, ...]) -> bytes:
-    """The instructions :func:`_instructions` gives, encoded: apply-actions, then goto."""
-    acts: list[bytes] = []
-    gotos: list[bytes] = []
-    for a in actions:
-        if isinstance(a, pl.GotoTable):
-            gotos.append(_GOTO_TABLE.pack(ofp.OFPIT_GOTO_TABLE, _GOTO_TABLE.size, a.table))
-        elif isinstance(a, pl.Learn):
-            acts.append(PackedLearn(ofp, a).data)
-        else:
-            acts.append(_packed(parser, ofp, a).data)
-    if acts:
-        data = b"".join(acts)
-        acts = [_APPLY_ACTIONS.pack(ofp.OFPIT_APPLY_ACTIONS, _APPLY_ACTIONS.size + len(data)),
-                data]
-    return b"".join(acts + gotos)
-
-
-def _instructions(parser: ModuleType, ofp: ModuleType, actions: tuple[pl.Action, ...]) -> list:
-    acts: list[Any] = []
-    insts: list[Any] = []
-    for a in actions:
-        if isinstance(a, pl.GotoTable):
-            insts.append(parser.OFPInstructionGotoTable(a.table))
-        elif isinstance(a, pl.Learn):
-            acts.append(PackedLearn(ofp, a))
-        else:
-            acts.append(_packed(parser, ofp, a))
-    if acts:
-        insts.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
-    return insts
+    """A flow's instructions, encoded as os-ken writes them: apply-actions, then goto."""
+    data = b"".join(a.data for a in _packed_actions(parser, ofp, actions))
+    apply = _APPLY_ACTIONS.pack(ofp.OFPIT_APPLY_ACTIONS, _APPLY_ACTIONS.size + len(data)) \
+        + data if data else b""
+    return apply + b"".join(_GOTO_TABLE.pack(ofp.OFPIT_GOTO_TABLE, _GOTO_TABLE.size, a.table)
+                            for a in actions if isinstance(a, pl.GotoTable))
 
 
 def flow_mod(parser: ModuleType, ofp: ModuleType, flow: pl.Flow, command: int) -> Encoded:
@@ -444,7 +426,7 @@ def group_mod(parser: ModuleType, ofp: ModuleType, group: pl.Group, command: int
     """An OFPGroupMod for a select group with 5-tuple dp_hash selection."""
     buckets = [
         parser.OFPBucket(bucket_id=b.bucket_id,
-                         actions=_instructions(parser, ofp, b.actions)[0].actions,
+                         actions=_packed_actions(parser, ofp, b.actions),
                          properties=[parser.OFPGroupBucketPropWeight(
                              type_=ofp.OFPGBPT_WEIGHT, weight=b.weight)])
         for b in group.buckets]

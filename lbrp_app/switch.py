@@ -184,10 +184,11 @@ def _bundle_ctrl(dp: Any, bid: int, kind: int) -> Any:
     return dp.ofproto_parser.OFPBundleCtrlMsg(dp, bid, kind, BUNDLE_ATOMIC_ORDERED, [])
 
 
-def _bundle(dp: Any, msgs: list[Any]) -> tuple[int, list[Any]]:
-    """A new bundle id, and ``msgs`` as that bundle's add messages (sent as one)."""
+def _bundle(dp: Any, msgs: list[Any]) -> tuple[Any, Any]:
+    """The open of a new bundle, and ``msgs`` as its add messages (sent as one)."""
     bid = next(_bundle_ids) & 0xFFFFFFFF
-    return bid, [ofmsg.BundleAdds(bid, BUNDLE_ATOMIC_ORDERED, msgs)]
+    return (_bundle_ctrl(dp, bid, dp.ofproto.OFPBCT_OPEN_REQUEST),
+            ofmsg.BundleAdds(bid, BUNDLE_ATOMIC_ORDERED, msgs))
 
 
 def _refusal(errors: list[Any]) -> str:
@@ -207,17 +208,14 @@ def commit(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
     """
     if not msgs:
         return
-    ofp = dp.ofproto
-    bid, adds = _bundle(dp, msgs)
+    opened, adds = _bundle(dp, msgs)
+    closing = _bundle_ctrl(dp, adds.bundle_id, dp.ofproto.OFPBCT_COMMIT_REQUEST)
     try:
-        done = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST), *adds,
-                                     _bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST)],
-                       timeout)
+        done = request(dp, tracker, [opened, adds, closing], timeout)
     except SwitchError as exc:
         raise SwitchStateUnknown(str(exc)) from None
     if done.errors:
-        at_commit = len(adds) + 1
-        if all(done.sent.get(getattr(e, "xid", None)) == at_commit for e in done.errors):
+        if all(getattr(e, "xid", None) == closing.xid for e in done.errors):
             raise SwitchError(_refusal(done.errors))
         raise SwitchStateUnknown(_refusal(done.errors))
     if on_step is not None:
@@ -232,9 +230,9 @@ def commit_staged(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
     if not msgs:
         return
     ofp = dp.ofproto
-    bid, adds = _bundle(dp, msgs)
-    staged = request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST), *adds],
-                     timeout)
+    opened, adds = _bundle(dp, msgs)
+    bid = adds.bundle_id
+    staged = request(dp, tracker, [opened, adds], timeout)
     if staged.errors:
         request(dp, tracker, [_bundle_ctrl(dp, bid, ofp.OFPBCT_DISCARD_REQUEST)], timeout)
         raise SwitchError(_refusal(staged.errors))

@@ -41,6 +41,8 @@ def main() -> None:
         msgs = ofmsg.reconcile_messages(parser, ofp, state)
         t2 = time.monotonic()
         _, adds = switch._bundle(dp, msgs)
+        if not isinstance(adds, list):  # since the twentieth session: one BundleAdds
+            adds = [adds]
         t3 = time.monotonic()
         size = 0
         for m in adds:

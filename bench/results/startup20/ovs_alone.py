@@ -73,11 +73,12 @@ def main() -> None:
         for _ in range(runs):
             dp = Stand()
             msgs = ofmsg.reconcile_messages(parser, ofp, pl.desired_state(cfg, pl.Ports(1, 2)))
-            bid, adds = switch._bundle(dp, msgs)
-            opened, _ = raw(dp, switch._bundle_ctrl(dp, bid, ofp.OFPBCT_OPEN_REQUEST))
-            added, _ = raw(dp, adds[0])
+            open_msg, adds = switch._bundle(dp, msgs)
+            opened, _ = raw(dp, open_msg)
+            added, _ = raw(dp, adds)
             bar1, x1 = raw(dp, parser.OFPBarrierRequest(dp))
-            commit, _ = raw(dp, switch._bundle_ctrl(dp, bid, ofp.OFPBCT_COMMIT_REQUEST))
+            commit, _ = raw(dp, switch._bundle_ctrl(dp, adds.bundle_id,
+                                                    ofp.OFPBCT_COMMIT_REQUEST))
             bar2, x2 = raw(dp, parser.OFPBarrierRequest(dp))
             meter, _ = raw(dp, ofmsg.meter_mod(parser, ofp, 200, 50, ofp.OFPMC_ADD))
             with socket.socket(socket.AF_UNIX) as s:
@@ -90,7 +91,7 @@ def main() -> None:
                 s.sendall(commit + bar2)
                 read_until(s, x2)
                 t2 = time.monotonic()
-            print(f"{len(adds[0])} adds, {len(added)} bytes: OVS added them in {t1 - t0:.3f} s, "
+            print(f"{len(adds)} adds, {len(added)} bytes: OVS added them in {t1 - t0:.3f} s, "
                   f"committed in {t2 - t1:.3f} s")
     finally:
         subprocess.run(["ovs-vsctl", "del-br", BRIDGE], check=True)
