@@ -1698,6 +1698,10 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
         for proc in (snd, lst):
             if proc.poll() is None:
                 proc.terminate()
+    # the counter poll's cost (controllers since the twenty-first session say it)
+    _, stats = ctl.request("GET", "/stats", timeout=60)
+    ctl_stats = stats.get("controller", {}) if isinstance(stats, dict) else {}
+    poll = {k: ctl_stats.get(k) for k in ("last_poll_seconds", "last_poll_requests")}
     with open(ctl.log_path, "rb") as f:
         f.seek(log_start)
         steps = [c for ln in f.read().decode(errors="replace").splitlines()
@@ -1717,9 +1721,10 @@ def change_latency(b: Bench, opts: Options, what: str, changes: int) -> dict[str
                                    if len(got) >= 2 else None),
            "put_ms_median": round(statistics.median(puts), 2) if puts else None,
            "delete_ms_median": round(statistics.median(dels), 2) if dels else None,
-           "samples": samples}
+           **poll, "samples": samples}
     log(f"  change latency ({what}): first packet median {res['first_packet_ms_median']} ms "
-        f"({len(got)}/{len(samples)} seen), PUT median {res['put_ms_median']} ms")
+        f"({len(got)}/{len(samples)} seen), PUT median {res['put_ms_median']} ms; last "
+        f"counter poll {poll['last_poll_requests']} requests in {poll['last_poll_seconds']} s")
     for s in sorted(samples, key=lambda s: -(s["first_packet_ms"] or 1e9))[:3]:
         log(f"    slowest: first packet {s['first_packet_ms']} ms, PUT {s['put_ms']} ms, "
             f"controller {s.get('put_steps_ms')}")

@@ -350,13 +350,16 @@ class LbrpApp(app_manager.OSKenApp):
             for _ in self.stats.prune_steps(cfg):
                 self._changes_first()
             self.stats_pruned_for = cfg
+        started, requests = time.monotonic(), 0
         for sw in self.programmed_switches():
             try:
-                reading = self._read_counters(sw.dp, cfg)
-                for _ in self.stats.on_reading_steps(sw.dp.id, reading, time.time()):
+                reading, sent = self._read_counters(sw.dp, cfg)
+                requests += sent
+                for _ in self.stats.on_reading_steps(sw.dp.id, reading, time.time(), cfg=cfg):
                     self._changes_first()
             except SwitchError as exc:
                 LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
+        self.stats.poll_cost = (time.monotonic() - started, requests)
         if cfg.settings.session_pinning == "conntrack" and self.programmed_switches():
             self._read_conntrack(cfg)
             self._warn_zone_full(cfg)
@@ -394,21 +397,34 @@ class LbrpApp(app_manager.OSKenApp):
                 self.stats.conntrack_active = None
                 LOG.warning("conntrack connections not dumped: %s", exc)
 
-    def _read_counters(self, dp: Any, cfg: Config) -> Reading:
-        keys: list[tuple[str, Any]] = []
+    def _read_counters(self, dp: Any, cfg: Config) -> tuple[Reading, int]:
+        """One switch's counters, and how many requests read them: the groups' and the
+        meter's first, then the aggregates, without the backends found idle."""
         reading = Reading()
-
-        def requests() -> Iterator[Any]:
-            for key, msg in ofmsg.counter_requests(dp.ofproto_parser, dp.ofproto, cfg):
-                keys.append(key)  # before the message is sent, so before its reply
-                yield msg
+        keys: list[tuple[str, Any]] = []
 
         def on_reply(msg: Any, i: int) -> None:
             stats_fold(self.stats, dp.id, reading, keys[i], msg)
 
-        request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT, on_reply, POLL_PER_TRIP,
-                      lambda: self.changes.wait_clear(SWITCH_TIMEOUT))
-        return reading
+        def before_batch() -> None:
+            self.changes.wait_clear(SWITCH_TIMEOUT)
+
+        first = ofmsg.group_and_meter_requests(dp.ofproto_parser, cfg)
+        keys += [key for key, _ in first]
+        request_paced(dp, self.tracker, [msg for _, msg in first], SWITCH_TIMEOUT, on_reply,
+                      POLL_PER_TRIP, before_batch)
+        idle = self.stats.idle_backends(dp.id, cfg, reading.buckets)
+
+        def requests() -> Iterator[Any]:
+            for key, msg in ofmsg.counter_requests(cfg, idle):
+                keys.append(key)  # before the message is sent, so before its reply
+                yield msg
+
+        request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT,
+                      lambda msg, i: on_reply(msg, len(first) + i), POLL_PER_TRIP,
+                      before_batch)
+        self.stats.fill_idle(dp.id, reading, idle)
+        return reading, len(keys)
 
     # --- changes -----------------------------------------------------------------------
 

@@ -97,6 +97,13 @@ class _Snapshot:
             yield GaugeMetricFamily("lbrp_last_stats_poll_timestamp_seconds",
                                     "When counters were last read from the switches",
                                     value=ctl["last_poll"])
+        if ctl["last_poll_seconds"] is not None:
+            yield GaugeMetricFamily("lbrp_last_stats_poll_duration_seconds",
+                                    "How long the last counter poll took",
+                                    value=ctl["last_poll_seconds"])
+            yield GaugeMetricFamily("lbrp_last_stats_poll_requests",
+                                    "Stats requests the last counter poll sent",
+                                    value=ctl["last_poll_requests"])
 
 
 def render(doc: dict[str, Any]) -> bytes:

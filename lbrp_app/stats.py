@@ -18,6 +18,11 @@ Switch counters reset when a flow or group is replaced (reconnect, changes):
 take their counts with them when they expire, so their flow-removed messages
 (learn's ``send_flow_rem`` flag) are added to the totals.
 
+Learn pinning: a poll reads the buckets first and skips the session flows of
+backends with none at the last reading and no new session since
+(:meth:`StatsBook.idle_backends`), so its cost follows the backends in use, not
+the backends configured.
+
 Conntrack pinning: connections are not visible through OpenFlow. The app reads
 the zone's total every poll, and per backend (by ct_label) only from an opt-in
 conntrack dump (``conntrack_dump_interval``; see :mod:`lbrp_app.ovsdb`).
@@ -38,6 +43,7 @@ from lbrp_app.model import Config
 ZONE_FULL_WARN_EVERY_S = 60.0  # the log's zone-full warning, at most this often
 READING_STEP = 4096  # counters per step of StatsBook.on_reading_steps
 PRUNE_STEP = 250  # services per step of StatsBook.prune_steps
+IDLE_RECHECK_POLLS = 16  # an idle backend's session flows are read at least this often
 
 
 class Monotonic:
@@ -122,6 +128,12 @@ class StatsBook:
         self.seen_sids: set[int] = set()
         self.seen_counted: set[int] = set()  # counted flows' cookies (drops, re-picks)
         self.zone_full_reported = (0, float("-inf"))  # (drops, when) at the last warning
+        # switch -> the config of its last reading, the backends that had session flows
+        # then, and the bucket counters it read
+        self.last_read: dict[int, tuple[Config, frozenset[tuple[int, int]],
+                                        dict[tuple[int, int], tuple[int, int]]]] = {}
+        self.readings = 0
+        self.poll_cost: tuple[float, int] | None = None  # the last poll's seconds, requests
 
     def on_flow_removed(self, dpid: int, cookie: int, table: int, packets: int,
                         nbytes: int) -> None:
@@ -152,11 +164,15 @@ class StatsBook:
             pass
 
     def on_reading_steps(self, dpid: int, reading: Reading, now: float,
-                         step: int = READING_STEP) -> Iterator[None]:
+                         step: int = READING_STEP, cfg: Config | None = None
+                         ) -> Iterator[None]:
         """:meth:`on_reading` in steps of at most ``step`` counters: the caller may run
         other work between them. (At 2,000 services x 8 backends a poll reads about
-        100,000 counters, which took 90 ms in one go in the controller's only thread.)"""
+        100,000 counters, which took 90 ms in one go in the controller's only thread.)
+        ``cfg``, the config the reading was taken for, lets the next poll of the switch
+        skip idle backends (:meth:`idle_backends`)."""
         self.dpids.add(dpid)
+        self.readings += 1
         sessions, buckets = reading.sessions.items(), reading.buckets.items()
         service_in = reading.service_in.items()
         spaces: list[tuple[str, Iterable[tuple[Any, int]]]] = [
@@ -181,6 +197,49 @@ class StatsBook:
         self.seen_counted.update(reading.counted)
         self.seen_sids.update(reading.service_in)
         self.polled_at = now
+        if cfg is not None:
+            self.last_read[dpid] = (cfg, frozenset(k[:2] for k, v in sessions if v[0]),
+                                    reading.buckets)
+
+    def idle_backends(self, dpid: int, cfg: Config,
+                      buckets: dict[tuple[int, int], tuple[int, int]],
+                      recheck: int = IDLE_RECHECK_POLLS) -> set[tuple[int, int]]:
+        """Learn pinning: the (service id, backend id) whose session flows this poll of
+        switch ``dpid`` need not read, given its buckets' counters read first.
+
+        Only a packet through a backend's bucket runs the ``learn`` that makes its
+        session flows (pipeline, table LEARN). So a backend that had none at the last
+        reading, and whose bucket counters have not moved since, has none now, and its
+        counts are those of its expired flows. That needs the same group: only backends
+        of a service that is the very one of the last reading qualify (a change or a
+        reprogramming can replace a group and restart its counters). Each backend is
+        read anyway once every ``recheck`` polls, spread over them: OVS credits the
+        packets of cached datapath flows to buckets and runs their ``learn`` later, in
+        its revalidator, not in one step.
+        """
+        last = self.last_read.get(dpid)
+        if last is None or cfg.settings.session_pinning != "learn":
+            return set()
+        last_cfg, busy, last_buckets = last
+        idle = set()
+        for key, svc in cfg.services.items():
+            if last_cfg.services.get(key) is not svc:
+                continue
+            sid = key.service_id
+            for be in svc.backends:
+                k = (sid, be.backend_id)
+                if (k not in busy and (sid + k[1] + self.readings) % recheck
+                        and buckets.get(k) == last_buckets.get(k)):
+                    idle.add(k)
+        return idle
+
+    def fill_idle(self, dpid: int, reading: Reading, idle: Iterable[tuple[int, int]]) -> None:
+        """Put the idle backends' session counts (:meth:`idle_backends`) in ``reading``,
+        as a read would have found them: no live flow, the expired ones' counts."""
+        for sid, bid in idle:
+            for table in pl.SESSION_TABLES:
+                key = (sid, bid, table)
+                reading.sessions[key] = self.session_total(dpid, key, 0, 0, 0)
 
     def prune(self, cfg: Config) -> int:
         """Forget the counters of services and backends ``cfg`` no longer has.
@@ -258,6 +317,7 @@ class StatsBook:
     def forget_switch(self, dpid: int) -> None:
         """A switch went away: its sessions are no longer active here (totals are kept)."""
         self.active.pop(dpid, None)
+        self.last_read.pop(dpid, None)
 
     def _session_counts(self, sid: int, bid: int) -> dict[str, int]:
         """Per backend: the first packet of a session crosses the group bucket, the rest
@@ -329,6 +389,8 @@ class StatsBook:
                 "conntrack_backend_gone_repicks":
                     None if learn else self.counted(pl.CT_REPICK_COOKIE),
                 "last_poll": self.polled_at,
+                "last_poll_seconds": None if self.poll_cost is None else self.poll_cost[0],
+                "last_poll_requests": None if self.poll_cost is None else self.poll_cost[1],
                 "last_reconcile": last_reconcile,
             },
         }

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from os_ken.ofproto import ofproto_v1_5_parser
 from prometheus_client.parser import text_string_to_metric_families
 
+from lbrp_app import ofmsg
 from lbrp_app import pipeline as pl
+from lbrp_app.model import parse_config
 from tests.integration.conftest import controller_on_lab, pinning_modes
 from topologies.controller import Controller, wait_for
 
@@ -112,6 +115,35 @@ def test_tcp_sessions_rejects_and_echo(lab: Any, run_in: Any) -> None:
     doc = ctl.request("GET", "/stats")[1]
     assert doc["controller"]["echo_replies"] - before == 3
     assert next(s for s in doc["services"] if s["port"] == 8102)["rejected_sessions"] == 4
+
+
+def test_a_poll_skips_idle_backends_in_learn_mode_only(lab: Any) -> None:
+    """With learn pinning a poll does not ask a backend with no session flow and no new
+    session since the last poll for its session flows (two requests a backend). The next
+    test then shows that a skipped backend's new sessions are counted."""
+    ctl: Controller = lab.ctl
+    cfg = parse_config({**CONFIG, "session_pinning": lab.mode})
+    every = (len(ofmsg.group_and_meter_requests(ofproto_v1_5_parser, cfg))
+             + len(list(ofmsg.counter_requests(cfg))))
+    backends = sum(len(s.backends) for s in cfg.services.values())
+    seen: list[int] = []
+
+    def requests() -> int | None:
+        n = ctl.request("GET", "/stats")[1]["controller"]["last_poll_requests"]
+        seen.append(n)
+        return n
+
+    wait_for(lambda: all(service(ctl, p)["active_sessions"] == 0 for p in (8100, 8101)), 30,
+             "earlier sessions to leave the active count")
+    if lab.mode == "conntrack":
+        wait_for(lambda: requests() is not None, 15, "a poll")
+        assert all(n == every for n in seen[-1:] + [requests() for _ in range(3)]), seen
+        return
+    # each backend is still read once every 16 polls, so most polls skip all four
+    wait_for(lambda: requests() == every - 2 * backends, 30,
+             lambda: f"a poll of {every - 2 * backends} requests, seen {seen[-10:]}")
+    doc = ctl.request("GET", "/stats")[1]["controller"]
+    assert 0 < doc["last_poll_seconds"] < 5, doc
 
 
 def test_active_sessions_follow_held_sessions_per_backend(lab: Any) -> None:

@@ -270,7 +270,7 @@ def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() 
                                                                 pl.CT_REPICK)}
 
     def drops(cfg: Config) -> dict[int, Any]:
-        return {key[1]: msg for key, msg in ofmsg.counter_requests(parser, ofp, cfg)
+        return {key[1]: msg for key, msg in ofmsg.counter_requests(cfg)
                 if key[0] == "counted"}
 
     assert len(after_commit) == 3 and not after_commit & set(drops(learn))
@@ -280,14 +280,46 @@ def test_counter_poll_reads_the_drops_after_the_commit_in_conntrack_mode_only() 
 
 
 def test_counter_poll_files_group_stats_by_every_groups_bucket_owners() -> None:
-    """The group stats request is the last; its key holds each group's bucket owners."""
+    """The group stats request comes first, its key holding each group's bucket owners;
+    then the meter's."""
     web = Service(ServiceKey("13.13.13.13", "tcp", 80), "web",
                   (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 0)))
     dns = Service(ServiceKey("13.13.13.14", "udp", 53), "dns", (Backend("10.0.1.4", 53, 2),))
     cfg = Config().with_service(web).with_service(dns)
-    key, msg = list(ofmsg.counter_requests(parser, ofp, cfg))[-2]
+    (key, msg), (meter_key, meter) = ofmsg.group_and_meter_requests(parser, cfg)
     assert isinstance(msg, parser.OFPGroupStatsRequest) and key == ("groups", {
         svc.key.service_id: pl.bucket_owners(svc) for svc in (web, dns)})
+    assert isinstance(meter, parser.OFPMeterStatsRequest) and meter_key == ("meter", None)
+
+
+def test_aggregate_requests_are_the_bytes_os_kens_request_writes() -> None:
+    for table, ck in ((pl.SESSION_REV, pl.cookie(pl.KIND_SESSION, 0x7FFFFFFF, 0xABCDEF)),
+                      (pl.CLASSIFY, pl.vip_cookie(pl.KIND_FRAG, "13.13.13.13"))):
+        ref = parser.OFPAggregateStatsRequest(None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                              ck, pl.ALL_ONES, parser.OFPMatch())
+        assert serialize(ofmsg.AggregateRequest(table, ck)) == serialize(ref)
+
+
+def test_a_poll_asks_for_every_backends_session_flows_but_the_idle_ones() -> None:
+    web = Service(ServiceKey("13.13.13.13", "tcp", 80), "web",
+                  (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 0)))
+    cfg = Config().with_service(web)
+    sid, (b1, b2) = web.key.service_id, (b.backend_id for b in web.backends)
+
+    def sessions(cfg: Config, idle: frozenset = frozenset()) -> dict[Any, Any]:
+        return {key[1]: msg for key, msg in ofmsg.counter_requests(cfg, idle)
+                if key[0] == "session"}
+
+    every = sessions(cfg)
+    assert {k: (m.table_id, m.cookie) for k, m in every.items()} == {
+        (sid, b, t): (t, pl.cookie(pl.KIND_SESSION, sid, b))
+        for b in (b1, b2) for t in pl.SESSION_TABLES}
+    assert set(sessions(cfg, frozenset({(sid, b1)}))) == {(sid, b2, t) for t in pl.SESSION_TABLES}
+    others = [k for k, _ in ofmsg.counter_requests(cfg, frozenset({(sid, b1), (sid, b2)}))]
+    assert others == [k for k, _ in ofmsg.counter_requests(cfg) if k[0] != "session"]
+    # conntrack pinning: a backend's flows are not learned, so none is ever idle
+    ct = replace(cfg, settings=replace(cfg.settings, session_pinning="conntrack"))
+    assert len(sessions(ct, frozenset({(sid, b1), (sid, b2)}))) == 4
 
 
 def test_flow_count_requests_ask_for_one_5_tuples_session_and_for_the_guard() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lbrp_app import pipeline as pl
@@ -157,6 +161,12 @@ def test_metrics_parse_with_prometheus_parser_and_follow_conventions() -> None:
         assert name in families, name
     (resets,) = families["lbrp_service_not_syn_resets"].samples
     assert resets.name == "lbrp_service_not_syn_resets_total" and resets.value == 3
+    assert "lbrp_last_stats_poll_requests" not in families  # no poll timed yet
+    book.poll_cost = (0.25, 16)
+    families = {f.name: f for f in text_string_to_metric_families(
+        render(book.snapshot(CFG, 1, 1.0)).decode())}
+    assert families["lbrp_last_stats_poll_duration_seconds"].samples[0].value == 0.25
+    assert families["lbrp_last_stats_poll_requests"].samples[0].value == 16
 
 
 def test_conntrack_zone_count_is_reported_in_conntrack_mode_only() -> None:
@@ -316,3 +326,136 @@ def test_a_prune_taken_in_steps_forgets_what_one_taken_at_once_forgets() -> None
     for attr in ("seen_pairs", "seen_sids", "seen_counted"):
         assert getattr(stepped, attr) == getattr(at_once, attr), attr
     assert stepped.mono._last == at_once.mono._last
+
+
+def idle_reading(book: StatsBook, cfg: Config, buckets: dict, live: dict) -> tuple[Reading, set]:
+    """A poll as the app takes it: buckets first, then the session flows of the backends
+    that are not idle (``live``: (sid, bid, table) -> the switch's live (flows, pkts, bytes))."""
+    r = Reading(buckets=dict(buckets))
+    idle = book.idle_backends(1, cfg, r.buckets)
+    for svc in cfg.services.values():
+        for be in svc.backends:
+            if (svc.key.service_id, be.backend_id) in idle:
+                continue
+            for t in pl.SESSION_TABLES:
+                k = (svc.key.service_id, be.backend_id, t)
+                r.sessions[k] = book.session_total(1, k, *live.get(k, (0, 0, 0)))
+    book.fill_idle(1, r, idle)
+    return r, idle
+
+
+def test_a_backend_is_idle_with_no_session_flow_and_no_bucket_hit_since_the_last_read(
+) -> None:
+    book = StatsBook()
+    b1 = (SID, B1.backend_id)
+    fwd, rev = (*b1, pl.SESSION_FWD), (*b1, pl.SESSION_REV)
+    assert book.idle_backends(1, CFG, {b1: (0, 0)}) == set()  # never read: read everything
+    book.on_reading(1, Reading(buckets={b1: (4, 240)}, sessions={fwd: (1, 5, 500),
+                                                                  rev: (0, 3, 300)}), 1.0)
+    assert book.idle_backends(1, CFG, {b1: (4, 240)}) == set()  # no cfg given: no memory
+    for _ in book.on_reading_steps(1, Reading(buckets={b1: (4, 240)}, sessions={
+            fwd: (1, 5, 500), rev: (0, 3, 300)}), 2.0, cfg=CFG):
+        pass
+    book.readings = 1  # not a recheck poll of either backend
+    assert (SID + B1.backend_id + 1) % 16 and (SID + B2.backend_id + 1) % 16
+    # B1 had a live flow; B2 (weight 0: no bucket) had none and can get none
+    assert book.idle_backends(1, CFG, {b1: (4, 240)}) == {(SID, B2.backend_id)}
+    for _ in book.on_reading_steps(1, Reading(buckets={b1: (4, 240)}, sessions={
+            fwd: (0, 5, 500), rev: (0, 3, 300)}), 3.0, cfg=CFG):
+        pass
+    book.readings = 1
+    assert book.idle_backends(1, CFG, {b1: (4, 240)}) == {b1, (SID, B2.backend_id)}
+    assert book.idle_backends(1, CFG, {b1: (5, 300)}) == {(SID, B2.backend_id)}  # a new one
+    # the expired flows' counts are what a read would find
+    book.on_flow_removed(1, pl.cookie(pl.KIND_SESSION, *b1), pl.SESSION_FWD, 7, 700)
+    r = Reading()
+    book.fill_idle(1, r, {b1})
+    assert r.sessions == {fwd: (0, 7, 700), rev: (0, 0, 0)}
+    # a changed service is read whole, even for an unchanged backend; other services not
+    dns = Service(ServiceKey("13.13.13.14", "udp", 53), "dns", (Backend("10.0.1.4", 53),))
+    both = CFG.with_service(dns)
+    dns_b = (dns.key.service_id, dns.backends[0].backend_id)
+    for _ in book.on_reading_steps(1, Reading(buckets={b1: (4, 240), dns_b: (0, 0)}),
+                                   4.0, cfg=both):
+        pass
+    book.readings = 1
+    assert dns_b in book.idle_backends(1, both, {b1: (4, 240), dns_b: (0, 0)})
+    reweighted = both.with_service(Service(WEB, "web", (B1, replace(B2, weight=2))))
+    assert book.idle_backends(1, reweighted, {b1: (4, 240), dns_b: (0, 0)}) == {dns_b}
+    # conntrack pinning learns nothing; a switch that went away is read whole again
+    ct = replace(both, settings=replace(both.settings, session_pinning="conntrack"))
+    assert book.idle_backends(1, ct, {b1: (4, 240), dns_b: (0, 0)}) == set()
+    book.forget_switch(1)
+    assert book.idle_backends(1, both, {b1: (4, 240), dns_b: (0, 0)}) == set()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_polls_that_skip_idle_backends_give_the_totals_of_polls_that_read_them(
+        seed: int) -> None:
+    """A simulated switch: sessions start through buckets, carry traffic, expire (flow
+    removed), services are reweighted (group replaced: bucket counters restart). A book
+    that skips idle backends reports what a book that reads every backend reports."""
+    rng = random.Random(seed)
+    services = [Service(ServiceKey(f"13.13.15.{i}", "tcp", 80), "", tuple(
+        Backend(f"10.0.4.{4 * i + j}", 80, 1) for j in range(4))) for i in range(1, 9)]
+    cfg = Config()
+    for svc in services:
+        cfg = cfg.with_service(svc)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    flows: dict[tuple[int, int, int], list[list[int]]] = {}  # key -> [packets, bytes] each
+    full, skipping = StatsBook(), StatsBook()
+    skipped = reweights = 0
+    read_at: dict[tuple[int, int], int] = {}
+    for poll in range(60):
+        for _ in range(rng.choice((0, 0, 1, 3))):  # new sessions, on a few services
+            svc = rng.choice(services[:3])
+            be = rng.choice(svc.active_backends)
+            k = (svc.key.service_id, be.backend_id)
+            buckets.setdefault(k, [0, 0])
+            buckets[k][0] += 1
+            buckets[k][1] += 60
+            for t in pl.SESSION_TABLES:
+                flows.setdefault((*k, t), []).append([0, 0])
+        for session in flows.values():  # traffic, then expiries
+            for f in session:
+                f[0] += 2
+                f[1] += 200
+        for key, session in flows.items():
+            for f in [f for f in session if rng.random() < 0.3]:
+                session.remove(f)
+                for book in (full, skipping):
+                    book.on_flow_removed(1, pl.cookie(pl.KIND_SESSION, *key[:2]), key[2], *f)
+        if rng.random() < 0.15:  # a reweight: the group and its counters are replaced
+            reweights += 1
+            i = rng.randrange(3)
+            svc = services[i]
+            services[i] = Service(svc.key, "", tuple(replace(b, weight=rng.randint(0, 3))
+                                                     for b in svc.backends))
+            cfg = cfg.with_service(services[i])
+            for be in services[i].backends:  # a bucket per backend of weight > 0
+                k = (svc.key.service_id, be.backend_id)
+                buckets.pop(k, None)
+                if be.weight:
+                    buckets[k] = [0, 0]
+        raw = {k: tuple(v) for k, v in buckets.items()}
+        live = {k: (len(s), sum(f[0] for f in s), sum(f[1] for f in s))
+                for k, s in flows.items()}
+        for book in (full, skipping):
+            if book is full:
+                r, idle = idle_reading(StatsBook(), cfg, raw, live)  # a book with no memory
+                r.sessions = {k: book.session_total(1, k, *live.get(k, (0, 0, 0)))
+                              for k in r.sessions}
+            else:
+                r, idle = idle_reading(book, cfg, raw, live)
+                skipped += len(idle)
+                for s in cfg.services.values():
+                    for be in s.backends:
+                        k = (s.key.service_id, be.backend_id)
+                        if k not in idle:
+                            read_at[k] = poll
+                        assert poll - read_at.get(k, poll) < 16  # the recheck
+            for _ in book.on_reading_steps(1, r, float(poll), cfg=cfg):
+                pass
+        assert skipping.snapshot(cfg, 1, None) == full.snapshot(cfg, 1, None), poll
+    assert skipped > 60 * 4 * 5  # most backends had no session most of the time
+    assert reweights
