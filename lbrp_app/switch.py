@@ -85,31 +85,26 @@ class XidTracker:
                 waiter.event.set()
 
 
-def _send(dp: Any, tracker: XidTracker, waiter: Waiter, msg: Any, xids: list[int],
-          final: bool = False) -> None:
-    msg.datapath = dp
-    dp.set_xid(msg)
-    tracker.own(dp.id, msg.xid, waiter, final)
-    waiter.sent[msg.xid] = len(xids)
-    xids.append(msg.xid)
-    if not dp.send_msg(msg):
-        raise SwitchError("switch connection is closed")
-
-
 def request(dp: Any, tracker: XidTracker, msgs: list[Any], timeout: float,
             on_reply: Callable[[Any, int], None] | None = None) -> Waiter:
-    """Send ``msgs`` then a barrier; wait for the barrier reply.
+    """Send ``msgs`` then a barrier, in one write; wait for the barrier reply.
 
     ``on_reply`` sees each reply in the event loop, in order with the switch's other
     messages (e.g. flow-removed), before the barrier wakes the caller.
     """
     waiter = Waiter()
     waiter.on_reply = on_reply
+    batch = [*msgs, dp.ofproto_parser.OFPBarrierRequest(dp)]
     xids: list[int] = []
     try:
-        for m in msgs:
-            _send(dp, tracker, waiter, m, xids)
-        _send(dp, tracker, waiter, dp.ofproto_parser.OFPBarrierRequest(dp), xids, final=True)
+        for i, msg in enumerate(batch):
+            msg.datapath = dp
+            dp.set_xid(msg)
+            tracker.own(dp.id, msg.xid, waiter, final=i == len(msgs))
+            waiter.sent[msg.xid] = i
+            xids.append(msg.xid)
+        if not dp.send_msg(ofmsg.Batch(batch)):
+            raise SwitchError("switch connection is closed")
         if not waiter.event.wait(timeout):
             raise SwitchError(f"switch {dp.id:016x} did not answer within {timeout:.0f} s")
     finally:

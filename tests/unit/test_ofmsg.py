@@ -300,6 +300,20 @@ def test_aggregate_requests_are_the_bytes_os_kens_request_writes() -> None:
         assert serialize(ofmsg.AggregateRequest(table, ck)) == serialize(ref)
 
 
+def test_a_batch_is_the_bytes_of_its_messages_each_with_its_own_xid() -> None:
+    echo = parser.OFPEchoRequest(DP, data=b"hi")
+    agg = ofmsg.AggregateRequest(pl.SESSION_FWD, 5)
+    echo.xid, agg.xid = 11, 12
+    batch = ofmsg.Batch([echo, agg])
+    batch.serialize()
+    one, two = parser.OFPEchoRequest(DP, data=b"hi"), ofmsg.AggregateRequest(pl.SESSION_FWD, 5)
+    one.xid, two.xid = 11, 12
+    one.serialize()
+    two.serialize()
+    assert bytes(batch.buf) == bytes(one.buf) + bytes(two.buf)
+    assert struct.unpack_from("!I", batch.buf, 4)[0] == 11
+
+
 def test_a_poll_asks_for_every_backends_session_flows_but_the_idle_ones() -> None:
     web = Service(ServiceKey("13.13.13.13", "tcp", 80), "web",
                   (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 0)))

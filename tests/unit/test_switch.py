@@ -33,6 +33,7 @@ class AnsweringDatapath:
     def __init__(self, tracker: XidTracker) -> None:
         self.tracker = tracker
         self.sent: list[Any] = []
+        self.writes: list[int] = []  # the messages of each write
         self.xid = 0
 
     def set_xid(self, msg: Any) -> None:
@@ -40,9 +41,15 @@ class AnsweringDatapath:
         msg.xid = self.xid
 
     def send_msg(self, msg: Any) -> bool:
+        msgs = msg.msgs if isinstance(msg, ofmsg.Batch) else [msg]
+        self.writes.append(len(msgs))
+        for m in msgs:
+            self.receive(m)
+        return True
+
+    def receive(self, msg: Any) -> None:
         self.sent.append(msg)
         self.tracker.reply(self.id, msg.xid, msg)
-        return True
 
 
 def test_paced_requests_go_in_batches_each_closed_by_a_barrier() -> None:
@@ -67,6 +74,7 @@ def test_paced_requests_go_in_batches_each_closed_by_a_barrier() -> None:
     kinds = ["barrier" if isinstance(m, ofproto_v1_5_parser.OFPBarrierRequest) else "echo"
              for m in dp.sent]
     assert kinds == ["echo"] * 3 + ["barrier"] + ["echo"] * 3 + ["barrier"] + ["echo", "barrier"]
+    assert dp.writes == [4, 4, 2]  # a round trip's messages and its barrier in one write
     # every reply once, with its message's position in the whole sequence; no barrier's
     assert replies == [(bytes([i]), i) for i in range(7)]
 
@@ -132,11 +140,11 @@ class RefusingDatapath(AnsweringDatapath):
         super().__init__(tracker)
         self.refuse, self.silent = refuse, silent
 
-    def send_msg(self, msg: Any) -> bool:
+    def receive(self, msg: Any) -> None:
         position = len(self.sent)
         self.sent.append(msg)
         if self.silent:
-            return True
+            return
         if position in self.refuse or ("commit" in self.refuse and isinstance(
                 msg, ofproto_v1_5_parser.OFPBundleCtrlMsg)
                 and msg.type == ofproto_v1_5.OFPBCT_COMMIT_REQUEST):
@@ -145,7 +153,6 @@ class RefusingDatapath(AnsweringDatapath):
             self.tracker.error(self.id, msg.xid, err)
         elif isinstance(msg, ofproto_v1_5_parser.OFPBarrierRequest):
             self.tracker.reply(self.id, msg.xid, msg)
-        return True
 
     def kinds(self) -> list[str]:
         names = {ofproto_v1_5.OFPBCT_OPEN_REQUEST: "open",
@@ -171,6 +178,7 @@ def test_a_change_goes_as_one_bundle_in_one_round_trip() -> None:
     commit(dp, tracker, _flow_mods(dp, 3), 5.0, steps.append)
     # the commit does not wait for the adds' barrier: one barrier, after the commit
     assert dp.kinds() == ["open", "add", "add", "add", "commit", "barrier"]
+    assert dp.writes == [4]  # the open, the adds, the commit and the barrier: one write
     assert len({m.bundle_id for m in dp.sent[:3]}) == 1
     assert steps == ["commit"]
     commit(dp, tracker, [], 5.0)  # nothing to change: nothing sent
