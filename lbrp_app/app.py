@@ -320,7 +320,8 @@ class LbrpApp(app_manager.OSKenApp):
         self.tracker.reply(ev.msg.datapath.id, ev.msg.xid, ev.msg)
 
     @set_ev_cls([ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPAggregateStatsReply,
-                 ofp_event.EventOFPGroupStatsReply, ofp_event.EventOFPMeterStatsReply],
+                 ofp_event.EventOFPFlowDescStatsReply, ofp_event.EventOFPGroupStatsReply,
+                 ofp_event.EventOFPMeterStatsReply],
                 MAIN_DISPATCHER)
     def _multipart(self, ev: Any) -> None:
         msg = ev.msg

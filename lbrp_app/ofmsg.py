@@ -15,7 +15,7 @@ import functools
 import struct
 from collections.abc import Container, Iterator
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from os_ken.ofproto import ofproto_v1_5, ofproto_v1_5_parser
 
@@ -236,22 +236,29 @@ _OS_KEN_MULTIPART_REPLY = ofproto_v1_5_parser._MSG_PARSERS[ofproto_v1_5.OFPT_MUL
 
 def _multipart_reply(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int,
                      buf: bytes) -> Any:
-    """os-ken's parser interface for multipart replies: aggregates here, the rest by os-ken."""
+    """os-ken's parser interface for multipart replies: aggregates and flow-desc replies
+    here, the rest by os-ken."""
     kind, flags = _MULTIPART_REPLY.unpack_from(buf, _HEADER.size)
-    if kind != ofproto_v1_5.OFPMP_AGGREGATE_STATS:
+    cls = {ofproto_v1_5.OFPMP_AGGREGATE_STATS: OFPAggregateStatsReply,
+           ofproto_v1_5.OFPMP_FLOW_DESC: OFPFlowDescStatsReply}.get(kind)
+    if cls is None:
         return _OS_KEN_MULTIPART_REPLY(datapath, version, msg_type, msg_len, xid, buf)
     # os-ken's header and buffer handling (MsgBase.parser), as its own parser does
-    msg = super(ofproto_v1_5_parser.OFPMultipartReply, OFPAggregateStatsReply).parser(
+    msg = super(ofproto_v1_5_parser.OFPMultipartReply, cls).parser(
         datapath, version, msg_type, msg_len, xid, buf)
     msg.type, msg.flags = kind, flags
+    if cls is OFPFlowDescStatsReply:
+        msg.body = _flow_counts(msg.buf, ofproto_v1_5.OFP_MULTIPART_REPLY_SIZE, msg_len)
+        return msg
     stats = _stats(msg.buf, ofproto_v1_5.OFP_MULTIPART_REPLY_SIZE)
     msg.body = ofproto_v1_5_parser.OFPAggregateStats(stats, -(-stats.length // 8) * 8)
     return msg
 
 
 def decode_aggregate_replies_fast() -> None:
-    """Make os-ken decode OpenFlow 1.5 aggregate-stats replies with
-    :class:`OFPAggregateStatsReply` (other multipart replies as before). Idempotent."""
+    """Make os-ken decode OpenFlow 1.5 aggregate-stats and flow-desc replies with
+    :class:`OFPAggregateStatsReply` and :class:`OFPFlowDescStatsReply` (other multipart
+    replies as before). Idempotent."""
     ofproto_v1_5_parser._MSG_PARSERS[ofproto_v1_5.OFPT_MULTIPART_REPLY] = _multipart_reply
 
 
@@ -556,19 +563,72 @@ def flow_count_request(parser: ModuleType, ofp: ModuleType, table: int, match: p
 
 
 # multipart type and flags, then table, out_port, out_group, cookie and its mask
-_AGGREGATE_REQUEST = struct.Struct("!HH4xB3xII4xQQ")
+_FLOW_STATS_REQUEST = struct.Struct("!HH4xB3xII4xQQ")
 _EMPTY_MATCH = struct.pack("!HH4x", ofproto_v1_5.OFPMT_OXM, 4)
+FLOWS_PER_DESC = 512  # at most about this many flows in a flow-desc request of a poll
 
 
 class AggregateRequest(Encoded):
     """An aggregate-stats request by exact cookie, encoded directly (a counter poll sends
-    tens of thousands: through os-ken's classes they took 0.4 s to build at 2,000 x 8)."""
+    thousands: through os-ken's classes they took 0.4 s to build at 2,000 x 8)."""
 
-    def __init__(self, table: int, cookie: int) -> None:
-        super().__init__(ofproto_v1_5.OFPT_MULTIPART_REQUEST, _AGGREGATE_REQUEST.pack(
-            ofproto_v1_5.OFPMP_AGGREGATE_STATS, 0, table, OFPP_ANY, OFPG_ANY, cookie,
-            pl.ALL_ONES) + _EMPTY_MATCH)
-        self.table_id, self.cookie, self.cookie_mask = table, cookie, pl.ALL_ONES
+    kind = ofproto_v1_5.OFPMP_AGGREGATE_STATS
+
+    def __init__(self, table: int, cookie: int, cookie_mask: int = pl.ALL_ONES) -> None:
+        super().__init__(ofproto_v1_5.OFPT_MULTIPART_REQUEST, _FLOW_STATS_REQUEST.pack(
+            self.kind, 0, table, OFPP_ANY, OFPG_ANY, cookie, cookie_mask) + _EMPTY_MATCH)
+        self.table_id, self.cookie, self.cookie_mask = table, cookie, cookie_mask
+
+
+class FlowDescRequest(AggregateRequest):
+    """A flow-desc (flow stats) request of the flows of ``table`` that the cookie selects.
+    OVS answers one in a single pass of its main thread, so a poll asks for at most
+    about :data:`FLOWS_PER_DESC` flows at a time (:func:`_flow_desc_requests`)."""
+
+    kind = ofproto_v1_5.OFPMP_FLOW_DESC
+
+
+class FlowCounts(NamedTuple):
+    """What a counter poll reads of one flow of a flow-desc reply."""
+
+    table_id: int
+    cookie: int
+    packet_count: int
+    byte_count: int
+
+
+class OFPFlowDescStatsReply(ofproto_v1_5_parser.OFPFlowDescStatsReply):
+    """A flow-desc reply whose body is each flow's :class:`FlowCounts`, decoded by hand:
+    the match and the instructions, which the poll never reads, are skipped. The class
+    keeps os-ken's name: os-ken maps a message to its event class by that name."""
+
+
+_FLOW_DESC = struct.Struct("!H2xB11xQ")  # length, table_id, cookie (then the match)
+
+
+def _flow_counts(buf: bytes, offset: int, end: int) -> list[FlowCounts]:
+    flows = []
+    while offset < end:
+        length, table, cookie = _FLOW_DESC.unpack_from(buf, offset)
+        match_len = struct.unpack_from("!H", buf, offset + _FLOW_DESC.size + 2)[0]
+        stats = _stats(buf, offset + _FLOW_DESC.size + -(-match_len // 8) * 8)
+        flows.append(FlowCounts(table, cookie, stats.get("packet_count", 0),
+                                stats.get("byte_count", 0)))
+        offset += length
+    return flows
+
+
+def _flow_desc_requests(table: int, kind: int, flows: int
+                        ) -> Iterator[tuple[tuple[str, Any], FlowDescRequest]]:
+    """Flow-desc requests of every flow of ``kind`` in ``table`` (about ``flows`` of them),
+    split by the low bits of the cookie's service id or VIP into requests of about
+    :data:`FLOWS_PER_DESC` flows."""
+    chunks = 1
+    while chunks * FLOWS_PER_DESC < flows:
+        chunks *= 2
+    mask = (0xFF << 56) | ((chunks - 1) << 24)
+    for chunk in range(chunks):
+        yield ("flows", table), FlowDescRequest(table, pl.cookie(kind, chunk), mask)
 
 
 def group_and_meter_requests(parser: ModuleType,
@@ -588,33 +648,33 @@ def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
                      ) -> Iterator[tuple[tuple[str, Any], AggregateRequest]]:
     """The rest of a counter poll's requests, each with the key its reply is filed under.
 
-    Aggregates by exact cookie (OVS indexes cookies, so each costs only its own flows):
-    per backend and session table, except the (service id, backend id) in ``idle``; per
-    service classifier; per drop flow (conntrack: also the three after the commit). A
-    generator: 2,000 services make up to 38,000 requests, which the poller spreads over
-    its round trips (``switch.request_paced``).
+    Learned session flows, with ``learn``: an aggregate by exact cookie (OVS indexes
+    cookies, so each costs only its own flows) per backend and session table, except
+    the (service id, backend id) in ``idle``. The flows lbrp installs and counts (per
+    service its classifier flow and not-SYN drop, per VIP its fragment drop; with
+    ``conntrack`` also per backend its two forwarding flows after ct() and the three
+    after the commit): flow-desc requests, a few hundred flows each, filed by the
+    cookie of each flow of the reply. A generator, which the poller spreads over its
+    round trips (``switch.request_paced``).
     """
     ct = cfg.settings.session_pinning == "conntrack"
-    for svc in cfg.sorted_services():
+    services = cfg.sorted_services()
+    tcp = sum(svc.key.proto == "tcp" for svc in services)
+    yield from _flow_desc_requests(pl.CLASSIFY, pl.KIND_SERVICE, len(services) + tcp)
+    yield from _flow_desc_requests(pl.CLASSIFY, pl.KIND_FRAG, len(cfg.vip_set))
+    yield from _flow_desc_requests(pl.CT_FWD if ct else pl.SERVICE, pl.KIND_NOT_SYN, tcp)
+    if ct:
+        backends = sum(len(svc.backends) for svc in services)
+        for table in (pl.CT_FWD, pl.CT_REV):
+            yield from _flow_desc_requests(table, pl.KIND_BACKEND, backends)
+        yield from _flow_desc_requests(pl.CT_FWD, pl.KIND_CT_AFTER_COMMIT,
+                                       len(pl.CT_AFTER_COMMIT_COOKIES))
+        return
+    for svc in services:
         sid = svc.key.service_id
         for be in svc.backends:
-            if ct:  # the backend's forwarding flows after ct(), one per direction
-                ck = pl.cookie(pl.KIND_BACKEND, sid, be.backend_id)
-                for table, direction in ((pl.CT_FWD, pl.SESSION_FWD), (pl.CT_REV, pl.SESSION_REV)):
-                    yield ("session", (sid, be.backend_id, direction)), AggregateRequest(table, ck)
-                continue
             if (sid, be.backend_id) in idle:
                 continue
             ck = pl.cookie(pl.KIND_SESSION, sid, be.backend_id)
             for table in pl.SESSION_TABLES:
                 yield ("session", (sid, be.backend_id, table)), AggregateRequest(table, ck)
-        yield ("service_in", sid), AggregateRequest(pl.CLASSIFY, pl.cookie(pl.KIND_SERVICE, sid))
-        if svc.key.proto == "tcp":
-            ck = pl.cookie(pl.KIND_NOT_SYN, sid)
-            yield ("counted", ck), AggregateRequest(pl.CT_FWD if ct else pl.SERVICE, ck)
-    for vip in cfg.vips():
-        ck = pl.vip_cookie(pl.KIND_FRAG, vip)
-        yield ("counted", ck), AggregateRequest(pl.CLASSIFY, ck)
-    if ct:
-        for ck in pl.CT_AFTER_COMMIT_COOKIES:
-            yield ("counted", ck), AggregateRequest(pl.CT_FWD, ck)

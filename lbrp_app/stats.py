@@ -404,6 +404,33 @@ def count_conntrack_labels(dump: str) -> dict[tuple[int, int], int]:
     return dict(Counter(pl.ct_label_ids(label) for label, _ in labelled_entries(dump)))
 
 
+_COUNTED_KINDS = frozenset((pl.KIND_NOT_SYN, pl.KIND_FRAG, pl.KIND_CT_AFTER_COMMIT))
+
+
+def fold_flows(reading: Reading, flows: Iterable[Any]) -> None:
+    """File the counts of the flows of a flow-desc reply (``ofmsg.FlowCounts``: table,
+    cookie, packets, bytes) into ``reading`` by their cookies: a service's classifier
+    flows (summed: TCP has two), the counted drops and checks, and with conntrack pinning
+    each backend's forwarding flow after ct() (table CT_FWD: in, CT_REV: out). Adds to
+    what ``reading`` holds: a poll's reading starts empty, and its replies come in parts.
+    A counter whose flow is missing keeps its total (``Monotonic``), as a reading of 0
+    would."""
+    for table, ck, packets, nbytes in flows:
+        decoded = pl.decode_cookie(ck)
+        if decoded is None:
+            continue
+        kind, obj, backend = decoded
+        if kind == pl.KIND_SERVICE and table == pl.CLASSIFY:  # not its group flow
+            p, b = reading.service_in.get(obj, (0, 0))
+            reading.service_in[obj] = (p + packets, b + nbytes)
+        elif kind in _COUNTED_KINDS:
+            reading.counted[ck] = reading.counted.get(ck, 0) + packets
+        elif kind == pl.KIND_BACKEND and table in (pl.CT_FWD, pl.CT_REV):
+            key = (obj, backend, pl.SESSION_FWD if table == pl.CT_FWD else pl.SESSION_REV)
+            n, p, b = reading.sessions.get(key, (0, 0, 0))
+            reading.sessions[key] = (n + 1, p + packets, b + nbytes)
+
+
 def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any],
                msg: Any) -> None:
     """File one stats reply (filed under ``key`` by ofmsg.counter_requests) into ``reading``.
@@ -416,11 +443,8 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         reading.sessions[k] = book.session_total(dpid, k, st.get("flow_count", 0),
                                                  st.get("packet_count", 0),
                                                  st.get("byte_count", 0))
-    elif kind == "counted":
-        reading.counted[k] = msg.body.stats.get("packet_count", 0)
-    elif kind == "service_in":
-        st = msg.body.stats
-        reading.service_in[k] = (st.get("packet_count", 0), st.get("byte_count", 0))
+    elif kind == "flows":
+        fold_flows(reading, msg.body)
     elif kind == "groups":
         # bucket counters come in the order of the group's buckets (one or two a backend);
         # the request's key carries each group's bucket owners (ofmsg.counter_requests)

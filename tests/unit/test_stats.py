@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from lbrp_app import pipeline as pl
 from lbrp_app.metrics import render
 from lbrp_app.model import Backend, Config, Service, ServiceKey
-from lbrp_app.stats import Monotonic, Reading, StatsBook
+from lbrp_app.stats import Monotonic, Reading, StatsBook, fold_flows
 
 WEB = ServiceKey("13.13.13.13", "tcp", 8000)
 B1, B2 = Backend("10.0.1.2", 8002, 1), Backend("10.0.1.3", 8003, 0)
@@ -459,3 +459,21 @@ def test_polls_that_skip_idle_backends_give_the_totals_of_polls_that_read_them(
         assert skipping.snapshot(cfg, 1, None) == full.snapshot(cfg, 1, None), poll
     assert skipped > 60 * 4 * 5  # most backends had no session most of the time
     assert reweights
+
+
+def test_flow_desc_counts_are_filed_by_cookie_and_summed_over_a_replys_parts() -> None:
+    sid, bid = SID, B1.backend_id
+    classify = pl.cookie(pl.KIND_SERVICE, sid)
+    not_syn, frag = pl.cookie(pl.KIND_NOT_SYN, sid), pl.vip_cookie(pl.KIND_FRAG, WEB.vip)
+    backend = pl.cookie(pl.KIND_BACKEND, sid, bid)
+    r = Reading()
+    fold_flows(r, [(pl.CLASSIFY, classify, 5, 500), (pl.CLASSIFY, frag, 2, 120),
+                   (pl.SERVICE, classify, 99, 9900),  # the service's group flow: not read
+                   (pl.CLASSIFY, 0x1234, 7, 7)])  # not lbrp's
+    fold_flows(r, [(pl.CLASSIFY, classify, 3, 180), (pl.SERVICE, not_syn, 4, 240),
+                   (pl.CT_FWD, pl.CT_DROP_FULL_COOKIE, 6, 360),
+                   (pl.CT_FWD, backend, 10, 1000), (pl.CT_REV, backend, 20, 3000)])
+    assert r.service_in == {sid: (8, 680)}
+    assert r.counted == {frag: 2, not_syn: 4, pl.CT_DROP_FULL_COOKIE: 6}
+    assert r.sessions == {(sid, bid, pl.SESSION_FWD): (1, 10, 1000),
+                          (sid, bid, pl.SESSION_REV): (1, 20, 3000)}
