@@ -2,11 +2,12 @@
 
 Pure: messages are built with ``datapath=None``; the app attaches the datapath
 when it sends them. Nothing here talks to a switch. Flow mods, a bundle's adds and
-the counter polls' aggregate requests are encoded here directly as bytes
-(:class:`Encoded`, :class:`BundleAdds`, :class:`AggregateRequest`), the same bytes
-os-ken's classes write; the rest through os-ken. Also the messages lbrp decodes
-itself rather than through os-ken: flow-removed (:class:`OFPFlowRemoved`) and
-aggregate-stats replies (:class:`OFPAggregateStatsReply`).
+the counter polls' requests are encoded here directly as bytes (:class:`Encoded`,
+:class:`BundleAdds`, :class:`FlowStatsRequest`), the same bytes os-ken's classes
+write; the rest through os-ken. Also the messages lbrp decodes itself rather than
+through os-ken: flow-removed (:class:`OFPFlowRemoved`), aggregate-stats replies
+(:class:`OFPAggregateStatsReply`) and flow-desc replies, down to each flow's table,
+cookie and counts (:class:`OFPFlowDescStatsReply`).
 """
 
 from __future__ import annotations
@@ -568,22 +569,32 @@ _EMPTY_MATCH = struct.pack("!HH4x", ofproto_v1_5.OFPMT_OXM, 4)
 FLOWS_PER_DESC = 512  # at most about this many flows in a flow-desc request of a poll
 
 
-class AggregateRequest(Encoded):
-    """An aggregate-stats request by exact cookie, encoded directly (a counter poll sends
-    thousands: through os-ken's classes they took 0.4 s to build at 2,000 x 8)."""
+class FlowStatsRequest(Encoded):
+    """A multipart request about the flows of ``table`` that the cookie selects, encoded
+    directly (a counter poll sends thousands: through os-ken's classes they took 0.4 s
+    to build at 2,000 x 8)."""
 
-    kind = ofproto_v1_5.OFPMP_AGGREGATE_STATS
+    kind: int
 
-    def __init__(self, table: int, cookie: int, cookie_mask: int = pl.ALL_ONES) -> None:
+    def __init__(self, table: int, cookie: int, cookie_mask: int) -> None:
         super().__init__(ofproto_v1_5.OFPT_MULTIPART_REQUEST, _FLOW_STATS_REQUEST.pack(
             self.kind, 0, table, OFPP_ANY, OFPG_ANY, cookie, cookie_mask) + _EMPTY_MATCH)
         self.table_id, self.cookie, self.cookie_mask = table, cookie, cookie_mask
 
 
-class FlowDescRequest(AggregateRequest):
-    """A flow-desc (flow stats) request of the flows of ``table`` that the cookie selects.
-    OVS answers one in a single pass of its main thread, so a poll asks for at most
-    about :data:`FLOWS_PER_DESC` flows at a time (:func:`_flow_desc_requests`)."""
+class AggregateRequest(FlowStatsRequest):
+    """An aggregate-stats request by exact cookie: the flows' count and summed counters."""
+
+    kind = ofproto_v1_5.OFPMP_AGGREGATE_STATS
+
+    def __init__(self, table: int, cookie: int) -> None:
+        super().__init__(table, cookie, pl.ALL_ONES)
+
+
+class FlowDescRequest(FlowStatsRequest):
+    """A flow-desc (flow stats) request: every selected flow, with its counters. OVS
+    answers one in a single pass of its main thread, so a poll asks for about
+    :data:`FLOWS_PER_DESC` flows at a time (:func:`_flow_desc_requests`)."""
 
     kind = ofproto_v1_5.OFPMP_FLOW_DESC
 
@@ -645,7 +656,7 @@ def group_and_meter_requests(parser: ModuleType,
 
 
 def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
-                     ) -> Iterator[tuple[tuple[str, Any], AggregateRequest]]:
+                     ) -> Iterator[tuple[tuple[str, Any], FlowStatsRequest]]:
     """The rest of a counter poll's requests, each with the key its reply is filed under.
 
     Learned session flows, with ``learn``: an aggregate by exact cookie (OVS indexes
