@@ -400,7 +400,8 @@ class LbrpApp(app_manager.OSKenApp):
 
     def _read_counters(self, dp: Any, cfg: Config) -> tuple[Reading, int]:
         """One switch's counters, and how many requests read them: the groups' and the
-        meter's first, then the aggregates, without the backends found idle."""
+        meter's first, then the flows lbrp installs, then the learned sessions of the
+        backends not found idle."""
         reading = Reading()
         keys: list[tuple[str, Any]] = []
 
@@ -416,14 +417,19 @@ class LbrpApp(app_manager.OSKenApp):
                       POLL_PER_TRIP, before_batch)
         idle = self.stats.idle_backends(dp.id, cfg, reading.buckets)
 
-        def requests() -> Iterator[Any]:
-            for key, msg in ofmsg.counter_requests(cfg, idle):
+        def requests(batch: Iterator[tuple[tuple[str, Any], Any]]) -> Iterator[Any]:
+            for key, msg in batch:
                 keys.append(key)  # before the message is sent, so before its reply
                 yield msg
 
-        request_paced(dp, self.tracker, requests(), SWITCH_TIMEOUT,
-                      lambda msg, i: on_reply(msg, len(first) + i), POLL_PER_TRIP,
-                      before_batch)
+        # one flow-desc request a round trip: OVS takes milliseconds over each, and a
+        # REST change sent meanwhile waits behind the requests in flight
+        for batch, per_trip in ((ofmsg.flow_requests(cfg), 1),
+                                (ofmsg.session_requests(cfg, idle), POLL_PER_TRIP)):
+            base = len(keys)
+            request_paced(dp, self.tracker, requests(batch), SWITCH_TIMEOUT,
+                          lambda msg, i, base=base: on_reply(msg, base + i), per_trip,
+                          before_batch)
         self.stats.fill_idle(dp.id, reading, idle)
         return reading, len(keys)
 

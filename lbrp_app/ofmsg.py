@@ -655,21 +655,14 @@ def group_and_meter_requests(parser: ModuleType,
             (("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER))]
 
 
-def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
-                     ) -> Iterator[tuple[tuple[str, Any], FlowStatsRequest]]:
-    """The rest of a counter poll's requests, each with the key its reply is filed under.
-
-    Learned session flows, with ``learn``: an aggregate by exact cookie (OVS indexes
-    cookies, so each costs only its own flows) per backend and session table, except
-    the (service id, backend id) in ``idle``. The flows lbrp installs and counts (per
-    service its classifier flow and not-SYN drop, per VIP its fragment drop; with
-    ``conntrack`` also per backend its two forwarding flows after ct() and the three
-    after the commit): flow-desc requests, a few hundred flows each, filed by the
-    cookie of each flow of the reply. A generator, which the poller spreads over its
-    round trips (``switch.request_paced``).
-    """
+def flow_requests(cfg: Config) -> Iterator[tuple[tuple[str, Any], FlowDescRequest]]:
+    """A counter poll's requests of the flows lbrp installs and counts, each with the key
+    its reply is filed under: per service its classifier flows and not-SYN drop, per VIP
+    its fragment drop; with ``conntrack`` also per backend its two forwarding flows after
+    ct(), and the three checks after the commit. Flow-desc requests of a few hundred
+    flows each, filed by the cookie of each flow of the reply."""
     ct = cfg.settings.session_pinning == "conntrack"
-    services = cfg.sorted_services()
+    services = cfg.services.values()
     tcp = sum(svc.key.proto == "tcp" for svc in services)
     yield from _flow_desc_requests(pl.CLASSIFY, pl.KIND_SERVICE, len(services) + tcp)
     yield from _flow_desc_requests(pl.CLASSIFY, pl.KIND_FRAG, len(cfg.vip_set))
@@ -680,8 +673,18 @@ def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
             yield from _flow_desc_requests(table, pl.KIND_BACKEND, backends)
         yield from _flow_desc_requests(pl.CT_FWD, pl.KIND_CT_AFTER_COMMIT,
                                        len(pl.CT_AFTER_COMMIT_COOKIES))
+
+
+def session_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
+                     ) -> Iterator[tuple[tuple[str, Any], AggregateRequest]]:
+    """With ``learn``, a counter poll's requests of the learned session flows, each with
+    the key its reply is filed under: an aggregate by exact cookie (OVS indexes cookies,
+    so each costs only its own flows) per backend and session table, except the
+    (service id, backend id) in ``idle``. A generator: 2,000 x 8 make up to 32,000, which
+    the poller spreads over its round trips (``switch.request_paced``)."""
+    if cfg.settings.session_pinning == "conntrack":
         return
-    for svc in services:
+    for svc in cfg.sorted_services():
         sid = svc.key.service_id
         for be in svc.backends:
             if (sid, be.backend_id) in idle:
@@ -689,3 +692,11 @@ def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
             ck = pl.cookie(pl.KIND_SESSION, sid, be.backend_id)
             for table in pl.SESSION_TABLES:
                 yield ("session", (sid, be.backend_id, table)), AggregateRequest(table, ck)
+
+
+def counter_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
+                     ) -> Iterator[tuple[tuple[str, Any], FlowStatsRequest]]:
+    """Every request of a counter poll after the groups' and the meter's:
+    :func:`flow_requests`, then :func:`session_requests`."""
+    yield from flow_requests(cfg)
+    yield from session_requests(cfg, idle)

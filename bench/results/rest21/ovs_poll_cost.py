@@ -31,22 +31,15 @@ from lbrp_app import ofmsg, switch
 from lbrp_app import pipeline as pl
 from lbrp_app.model import parse_config
 
-BRIDGE = "lbrpx0"
-
-
-class Stand:
-    id, ofproto, ofproto_parser, xid = 1, ofp, parser, 0
-
-    def set_xid(self, m):
-        self.xid += 1
-        m.set_xid(self.xid)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "startup20"))
+from ovs_alone import BRIDGE, Stand
+from ovs_alone import raw as raw_once
 
 
 def raw(dp, m):
-    m.datapath, m.xid = dp, None
-    dp.set_xid(m)
-    m.serialize()
-    return bytes(m.buf), m.xid
+    """ovs_alone.raw for a message that may have been sent before (a fresh xid)."""
+    m.xid = None
+    return raw_once(dp, m)
 
 
 def read_until(s, xid):
