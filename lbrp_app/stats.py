@@ -433,7 +433,8 @@ def fold_flows(reading: Reading, flows: Iterable[Any]) -> None:
 
 def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any],
                msg: Any) -> None:
-    """File one stats reply (filed under ``key`` by ofmsg.counter_requests) into ``reading``.
+    """File one stats reply into ``reading``, under the ``key`` its request came with
+    (``ofmsg.group_and_meter_requests``, ``flow_requests``, ``session_requests``).
 
     Must run as the reply is handled (see StatsBook.session_total).
     """
@@ -447,7 +448,7 @@ def fold_reply(book: StatsBook, dpid: int, reading: Reading, key: tuple[str, Any
         fold_flows(reading, msg.body)
     elif kind == "groups":
         # bucket counters come in the order of the group's buckets (one or two a backend);
-        # the request's key carries each group's bucket owners (ofmsg.counter_requests)
+        # the request's key carries each group's bucket owners
         owners = k
         for g in msg.body:
             sums: dict[int, tuple[int, int]] = {}
