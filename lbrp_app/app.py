@@ -139,7 +139,7 @@ class LbrpApp(app_manager.OSKenApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         ofmsg.decode_flow_removed_fast()
-        ofmsg.decode_aggregate_replies_fast()
+        ofmsg.decode_multipart_replies_fast()
         self.config_path = config_file.config_path()
         try:
             with gc_paused(freeze=True):

@@ -237,26 +237,27 @@ _OS_KEN_MULTIPART_REPLY = ofproto_v1_5_parser._MSG_PARSERS[ofproto_v1_5.OFPT_MUL
 
 def _multipart_reply(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int,
                      buf: bytes) -> Any:
-    """os-ken's parser interface for multipart replies: aggregates and flow-desc replies
-    here, the rest by os-ken."""
+    """os-ken's parser interface for multipart replies: those of :data:`_DECODED` here,
+    the rest by os-ken."""
     kind, flags = _MULTIPART_REPLY.unpack_from(buf, _HEADER.size)
-    cls = {ofproto_v1_5.OFPMP_AGGREGATE_STATS: OFPAggregateStatsReply,
-           ofproto_v1_5.OFPMP_FLOW_DESC: OFPFlowDescStatsReply}.get(kind)
-    if cls is None:
+    decoded = _DECODED.get(kind)
+    if decoded is None:
         return _OS_KEN_MULTIPART_REPLY(datapath, version, msg_type, msg_len, xid, buf)
+    cls, body = decoded
     # os-ken's header and buffer handling (MsgBase.parser), as its own parser does
     msg = super(ofproto_v1_5_parser.OFPMultipartReply, cls).parser(
         datapath, version, msg_type, msg_len, xid, buf)
     msg.type, msg.flags = kind, flags
-    if cls is OFPFlowDescStatsReply:
-        msg.body = _flow_counts(msg.buf, ofproto_v1_5.OFP_MULTIPART_REPLY_SIZE, msg_len)
-        return msg
-    stats = _stats(msg.buf, ofproto_v1_5.OFP_MULTIPART_REPLY_SIZE)
-    msg.body = ofproto_v1_5_parser.OFPAggregateStats(stats, -(-stats.length // 8) * 8)
+    msg.body = body(msg.buf, ofproto_v1_5.OFP_MULTIPART_REPLY_SIZE, msg_len)
     return msg
 
 
-def decode_aggregate_replies_fast() -> None:
+def _aggregate_body(buf: bytes, offset: int, end: int) -> Any:
+    stats = _stats(buf, offset)
+    return ofproto_v1_5_parser.OFPAggregateStats(stats, -(-stats.length // 8) * 8)
+
+
+def decode_multipart_replies_fast() -> None:
     """Make os-ken decode OpenFlow 1.5 aggregate-stats and flow-desc replies with
     :class:`OFPAggregateStatsReply` and :class:`OFPFlowDescStatsReply` (other multipart
     replies as before). Idempotent."""
@@ -627,6 +628,11 @@ def _flow_counts(buf: bytes, offset: int, end: int) -> list[FlowCounts]:
                                 stats.get("byte_count", 0)))
         offset += length
     return flows
+
+
+# multipart reply type -> the class lbrp decodes it as, and its body's decoder
+_DECODED = {ofproto_v1_5.OFPMP_AGGREGATE_STATS: (OFPAggregateStatsReply, _aggregate_body),
+            ofproto_v1_5.OFPMP_FLOW_DESC: (OFPFlowDescStatsReply, _flow_counts)}
 
 
 def _flow_desc_requests(table: int, kind: int, flows: int

@@ -464,8 +464,8 @@ def test_aggregate_replies_decode_as_os_kens_parser_does_and_reach_the_app() -> 
     from os_ken.ofproto import ofproto_parser
 
     osken = ofmsg._OS_KEN_MULTIPART_REPLY
-    ofmsg.decode_aggregate_replies_fast()
-    ofmsg.decode_aggregate_replies_fast()  # idempotent
+    ofmsg.decode_multipart_replies_fast()
+    ofmsg.decode_multipart_replies_fast()  # idempotent
     for stats in (stats_block(oxs(3, "I", 5), oxs(4, "Q", 10), oxs(5, "Q", 1000)),
                   stats_block(oxs(0, "II", 5, 7), oxs(3, "I", 0), oxs(4, "Q", 0),
                               oxs(5, "Q", 0)),
@@ -549,7 +549,7 @@ def test_flow_desc_replies_decode_each_flows_table_cookie_and_counts_and_reach_t
     from os_ken.controller import ofp_event
     from os_ken.ofproto import ofproto_parser
 
-    ofmsg.decode_aggregate_replies_fast()
+    ofmsg.decode_multipart_replies_fast()
     state = pl.desired_state(big_config(mode, 20), pl.Ports(1, 2))
     entries, want = [], []
     for n, f in enumerate(state.flows.values()):
