@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -52,6 +52,11 @@ from lbrp_app.switch import (
 LOG = logging.getLogger("lbrp.app")
 SWITCH_TIMEOUT = float(os.environ.get("LBRP_SWITCH_TIMEOUT", "10"))
 POLL_PER_TRIP = 256  # counter requests per round trip (see switch.request_paced)
+# A poll's own work (the stats book's steps) holds the controller's only thread for at
+# most about this long at a time. A REST request needs several turns of the hub (accept,
+# read, answer), and each waited for a whole step: 4,096 counters, up to 17 ms
+# on a busy machine, so a GET took up to 150 ms during a poll at 2,000 x 8.
+STEPS_SLICE = 0.002
 # OVSDB settings are applied on this host, so the switch is local: OpenFlow listens on
 # loopback unless --ofp-listen-host says otherwise (os-ken's default is every address).
 cfg.CONF.set_default("ofp_listen_host", "127.0.0.1")
@@ -348,16 +353,15 @@ class LbrpApp(app_manager.OSKenApp):
         cfg = self.config
         # the book's work goes in steps, letting REST changes run in between (and go first)
         if cfg is not self.stats_pruned_for:  # after a change: removed backends' totals go
-            for _ in self.stats.prune_steps(cfg):
-                self._changes_first()
+            self._run_steps(self.stats.prune_steps(cfg))
             self.stats_pruned_for = cfg
         started, requests = time.monotonic(), 0
         for sw in self.programmed_switches():
             try:
                 reading, sent = self._read_counters(sw.dp, cfg)
                 requests += sent
-                for _ in self.stats.on_reading_steps(sw.dp.id, reading, time.time(), cfg=cfg):
-                    self._changes_first()
+                self._run_steps(self.stats.on_reading_steps(sw.dp.id, reading, time.time(),
+                                                            cfg=cfg))
             except SwitchError as exc:
                 LOG.warning("switch %016x: counters not read: %s", sw.dp.id, exc)
         self.stats.poll_cost = (time.monotonic() - started, requests)
@@ -369,6 +373,15 @@ class LbrpApp(app_manager.OSKenApp):
         """Let other work run, and wait while a REST change is pending."""
         hub.sleep(0)
         self.changes.wait_clear(SWITCH_TIMEOUT)
+
+    def _run_steps(self, steps: Iterable[None]) -> None:
+        """Run a long job's steps, letting other work run (changes first) after each
+        :data:`STEPS_SLICE` of them."""
+        since = time.monotonic()
+        for _ in steps:
+            if time.monotonic() - since >= STEPS_SLICE:
+                self._changes_first()
+                since = time.monotonic()
 
     def _warn_zone_full(self, cfg: Config) -> None:
         """Say how many new sessions' packets a full zone dropped (at most once a minute)."""
@@ -415,7 +428,8 @@ class LbrpApp(app_manager.OSKenApp):
         keys += [key for key, _ in first]
         request_paced(dp, self.tracker, [msg for _, msg in first], SWITCH_TIMEOUT, on_reply,
                       POLL_PER_TRIP, before_batch)
-        idle = self.stats.idle_backends(dp.id, cfg, reading.buckets)
+        idle: set[tuple[int, int]] = set()
+        self._run_steps(self.stats.idle_backends_steps(dp.id, cfg, reading.buckets, idle))
 
         def requests(batch: Iterator[tuple[tuple[str, Any], Any]]) -> Iterator[Any]:
             for key, msg in batch:
@@ -430,7 +444,7 @@ class LbrpApp(app_manager.OSKenApp):
             request_paced(dp, self.tracker, requests(batch), SWITCH_TIMEOUT,
                           lambda msg, i, base=base: on_reply(msg, base + i), per_trip,
                           before_batch)
-        self.stats.fill_idle(dp.id, reading, idle)
+        self._run_steps(self.stats.fill_idle_steps(dp.id, reading, idle))
         return reading, len(keys)
 
     # --- changes -----------------------------------------------------------------------
@@ -568,11 +582,10 @@ class LbrpApp(app_manager.OSKenApp):
                      cookie_mask: int = 0) -> int | None:
         """How many flows of ``table`` the switch holds that the match and cookie select
         (None if it answers with an error); raises SwitchError."""
-        parser = dp.ofproto_parser
-        answer = request(dp, self.tracker, [ofmsg.flow_count_request(
-            parser, dp.ofproto, table, match, cookie, cookie_mask)], SWITCH_TIMEOUT)
+        answer = request(dp, self.tracker, [ofmsg.AggregateRequest(
+            table, cookie, cookie_mask, match)], SWITCH_TIMEOUT)
         counts = [m.body.stats.get("flow_count", 0) for m in answer.replies
-                  if isinstance(m, parser.OFPAggregateStatsReply)]
+                  if isinstance(m, dp.ofproto_parser.OFPAggregateStatsReply)]
         return None if answer.errors or len(counts) != 1 else counts[0]
 
     def _reset(self, dp: Any, port: int, sid: int, rst: packets.Reset) -> None:

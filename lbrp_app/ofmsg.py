@@ -2,12 +2,13 @@
 
 Pure: messages are built with ``datapath=None``; the app attaches the datapath
 when it sends them. Nothing here talks to a switch. Flow mods, a bundle's adds and
-the counter polls' requests are encoded here directly as bytes (:class:`Encoded`,
+the flow-stats requests (counter polls, flow counts) are encoded here directly as bytes (:class:`Encoded`,
 :class:`BundleAdds`, :class:`FlowStatsRequest`), the same bytes os-ken's classes
 write; the rest through os-ken. Also the messages lbrp decodes itself rather than
 through os-ken: flow-removed (:class:`OFPFlowRemoved`), aggregate-stats replies
-(:class:`OFPAggregateStatsReply`) and flow-desc replies, down to each flow's table,
-cookie and counts (:class:`OFPFlowDescStatsReply`).
+(:class:`OFPAggregateStatsReply`), flow-desc replies, down to each flow's table,
+cookie and counts (:class:`OFPFlowDescStatsReply`), and group-stats replies, down to
+each bucket's counts (:class:`OFPGroupStatsReply`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple
 from os_ken.ofproto import ofproto_v1_5, ofproto_v1_5_parser
 
 from lbrp_app import pipeline as pl
-from lbrp_app.model import Config, ServiceKey
+from lbrp_app.model import Config, Service, ServiceKey
 
 NTR_VENDOR_ID = 0x0000154D
 NTRT_SELECTION_METHOD = 1
@@ -66,28 +67,6 @@ def _write(buf: bytearray, offset: int, data: bytes) -> None:
     if len(buf) < offset:
         buf += bytes(offset - len(buf))
     buf[offset:offset + len(data)] = data
-
-
-class PackedMatch(ofproto_v1_5_parser.OFPMatch):
-    """An OXM match whose fields are encoded from a cache of os-ken's own encodings.
-
-    Same bytes as OFPMatch. Most fields repeat across flows (ports, protocols, VIPs,
-    ct_state), and os-ken's general encoder was about a third of the time to program
-    2,000 services x 8 backends. Flow mods write their match from the same cache
-    (:func:`_match_bytes`); this class is for the requests that carry one (flow counts).
-    """
-
-    def __init__(self, ofp: ModuleType, match: pl.Match) -> None:
-        # Keep our order: OVS checks prerequisites field by field (eth_type before ip_frag).
-        super().__init__(_ordered_fields=list(match))
-        self._ofp = ofp
-
-    def serialize(self, buf: bytearray, offset: int) -> int:
-        """Write the match at ``offset``; its length with padding, as OFPMatch returns."""
-        data = _match_bytes(self._ofp, self._fields2)
-        self.length = _OXM_MATCH.unpack_from(data)[1]  # without the padding, as OFPMatch's
-        _write(buf, offset, data)
-        return len(data)
 
 
 NX_VENDOR_ID = 0x00002320
@@ -258,9 +237,9 @@ def _aggregate_body(buf: bytes, offset: int, end: int) -> Any:
 
 
 def decode_multipart_replies_fast() -> None:
-    """Make os-ken decode OpenFlow 1.5 aggregate-stats and flow-desc replies with
-    :class:`OFPAggregateStatsReply` and :class:`OFPFlowDescStatsReply` (other multipart
-    replies as before). Idempotent."""
+    """Make os-ken decode OpenFlow 1.5 aggregate-stats, flow-desc and group-stats replies
+    with :class:`OFPAggregateStatsReply`, :class:`OFPFlowDescStatsReply` and
+    :class:`OFPGroupStatsReply` (other multipart replies as before). Idempotent."""
     ofproto_v1_5_parser._MSG_PARSERS[ofproto_v1_5.OFPT_MULTIPART_REPLY] = _multipart_reply
 
 
@@ -556,40 +535,36 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
     return msgs
 
 
-def flow_count_request(parser: ModuleType, ofp: ModuleType, table: int, match: pl.Match = (),
-                       cookie: int = 0, cookie_mask: int = 0) -> Any:
-    """An aggregate-stats request counting the flows of ``table`` that ``match`` and the
-    cookie select (non-strict: flows that also match other fields count)."""
-    return parser.OFPAggregateStatsRequest(None, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
-                                           cookie, cookie_mask, PackedMatch(ofp, match))
-
-
 # multipart type and flags, then table, out_port, out_group, cookie and its mask
 _FLOW_STATS_REQUEST = struct.Struct("!HH4xB3xII4xQQ")
-_EMPTY_MATCH = struct.pack("!HH4x", ofproto_v1_5.OFPMT_OXM, 4)
 FLOWS_PER_DESC = 512  # at most about this many flows in a flow-desc request of a poll
 
 
 class FlowStatsRequest(Encoded):
-    """A multipart request about the flows of ``table`` that the cookie selects, encoded
-    directly (a counter poll sends thousands: through os-ken's classes they took 0.4 s
-    to build at 2,000 x 8)."""
+    """A multipart request about the flows of ``table`` that the cookie and ``match``
+    select (non-strict: flows that also match other fields count), encoded directly (a
+    counter poll sends thousands: through os-ken's classes they took 0.4 s to build at
+    2,000 x 8)."""
 
     kind: int
 
-    def __init__(self, table: int, cookie: int, cookie_mask: int) -> None:
+    def __init__(self, table: int, cookie: int, cookie_mask: int,
+                 match: pl.Match = ()) -> None:
         super().__init__(ofproto_v1_5.OFPT_MULTIPART_REQUEST, _FLOW_STATS_REQUEST.pack(
-            self.kind, 0, table, OFPP_ANY, OFPG_ANY, cookie, cookie_mask) + _EMPTY_MATCH)
+            self.kind, 0, table, OFPP_ANY, OFPG_ANY, cookie, cookie_mask)
+            + _match_bytes(ofproto_v1_5, match))
         self.table_id, self.cookie, self.cookie_mask = table, cookie, cookie_mask
 
 
 class AggregateRequest(FlowStatsRequest):
-    """An aggregate-stats request by exact cookie: the flows' count and summed counters."""
+    """An aggregate-stats request: the selected flows' count and summed counters. By
+    default by exact cookie, as a counter poll reads a backend's sessions."""
 
     kind = ofproto_v1_5.OFPMP_AGGREGATE_STATS
 
-    def __init__(self, table: int, cookie: int) -> None:
-        super().__init__(table, cookie, pl.ALL_ONES)
+    def __init__(self, table: int, cookie: int, cookie_mask: int = pl.ALL_ONES,
+                 match: pl.Match = ()) -> None:
+        super().__init__(table, cookie, cookie_mask, match)
 
 
 class FlowDescRequest(FlowStatsRequest):
@@ -630,9 +605,38 @@ def _flow_counts(buf: bytes, offset: int, end: int) -> list[FlowCounts]:
     return flows
 
 
+class GroupCounts(NamedTuple):
+    """What a counter poll reads of one group of a group-stats reply."""
+
+    group_id: int
+    bucket_stats: tuple[tuple[int, int], ...]  # (packets, bytes) of each bucket, in order
+
+
+class OFPGroupStatsReply(ofproto_v1_5_parser.OFPGroupStatsReply):
+    """A group-stats reply whose body is each group's :class:`GroupCounts`. os-ken's
+    parser builds two objects per bucket: a poll's reply for 2,000 groups held the
+    controller's thread for up to about 50 ms. os-ken's name, for its event class."""
+
+
+_GROUP_STATS = struct.Struct("!H2xI")  # length, group_id (then the group's counters)
+_GROUP_STATS_SIZE = 40  # ofp_group_stats before its bucket counters
+
+
+def _group_counts(buf: bytes, offset: int, end: int) -> list[GroupCounts]:
+    groups = []
+    while offset < end:
+        length, group_id = _GROUP_STATS.unpack_from(buf, offset)
+        counters = struct.unpack_from(f"!{(length - _GROUP_STATS_SIZE) // 8}Q", buf,
+                                      offset + _GROUP_STATS_SIZE)
+        groups.append(GroupCounts(group_id, tuple(zip(counters[::2], counters[1::2]))))
+        offset += length
+    return groups
+
+
 # multipart reply type -> the class lbrp decodes it as, and its body's decoder
 _DECODED = {ofproto_v1_5.OFPMP_AGGREGATE_STATS: (OFPAggregateStatsReply, _aggregate_body),
-            ofproto_v1_5.OFPMP_FLOW_DESC: (OFPFlowDescStatsReply, _flow_counts)}
+            ofproto_v1_5.OFPMP_FLOW_DESC: (OFPFlowDescStatsReply, _flow_counts),
+            ofproto_v1_5.OFPMP_GROUP_STATS: (OFPGroupStatsReply, _group_counts)}
 
 
 def _flow_desc_requests(table: int, kind: int, flows: int
@@ -648,6 +652,27 @@ def _flow_desc_requests(table: int, kind: int, flows: int
         yield ("flows", table), FlowDescRequest(table, pl.cookie(kind, chunk), mask)
 
 
+# service id -> (the service object, its bucket owners), for the services last polled
+_OWNERS: dict[int, tuple[Service, list[int]]] = {}
+
+
+def _bucket_owners(cfg: Config) -> dict[int, list[int]]:
+    """Each service's bucket owners (:func:`pipeline.bucket_owners`), derived again only
+    for a service object not seen at the last call: a change replaces the objects of the
+    services it changes. Every poll needs them, and deriving all took the controller's
+    thread 14-40 ms at 2,000 services."""
+    owners = {}
+    for svc in cfg.services.values():
+        sid = svc.key.service_id
+        seen = _OWNERS.get(sid)
+        if seen is None or seen[0] is not svc:
+            seen = _OWNERS[sid] = (svc, pl.bucket_owners(svc))
+        owners[sid] = seen[1]
+    for sid in _OWNERS.keys() - owners.keys():
+        del _OWNERS[sid]
+    return owners
+
+
 def group_and_meter_requests(parser: ModuleType,
                              cfg: Config) -> list[tuple[tuple[str, Any], Any]]:
     """A counter poll's first requests, each with the key its reply is filed under: the
@@ -656,8 +681,7 @@ def group_and_meter_requests(parser: ModuleType,
     They go first: which backends' session flows the poll reads depends on the buckets'
     counters (``StatsBook.idle_backends``).
     """
-    owners = {svc.key.service_id: pl.bucket_owners(svc) for svc in cfg.services.values()}
-    return [(("groups", owners), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)),
+    return [(("groups", _bucket_owners(cfg)), parser.OFPGroupStatsRequest(None, 0, OFPG_ALL)),
             (("meter", None), parser.OFPMeterStatsRequest(None, 0, pl.PACKET_IN_METER))]
 
 
@@ -690,7 +714,7 @@ def session_requests(cfg: Config, idle: Container[tuple[int, int]] = frozenset()
     the poller spreads over its round trips (``switch.request_paced``)."""
     if cfg.settings.session_pinning == "conntrack":
         return
-    for svc in cfg.sorted_services():
+    for svc in cfg.services.values():  # any order will do: sorting 2,000 took milliseconds
         sid = svc.key.service_id
         for be in svc.backends:
             if (sid, be.backend_id) in idle:

@@ -287,6 +287,33 @@ def test_counter_poll_files_group_stats_by_every_groups_bucket_owners() -> None:
     assert isinstance(meter, parser.OFPMeterStatsRequest) and meter_key == ("meter", None)
 
 
+def test_bucket_owners_follow_each_change_of_a_service_between_polls() -> None:
+    """Owners are derived again only for a service object the last poll did not see: a
+    change (a backend added, a reweight, a removal) replaces the object, and the next
+    poll files the group's buckets by the new owners; a deleted service's are gone."""
+    web = Service(ServiceKey("13.13.13.13", "tcp", 80), "web",
+                  (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 1)))
+    dns = Service(ServiceKey("13.13.13.14", "udp", 53), "dns", (Backend("10.0.1.4", 53, 2),))
+    cfg = Config().with_service(web).with_service(dns)
+
+    def owners(c: Config) -> dict[int, list[int]]:
+        return ofmsg.group_and_meter_requests(parser, c)[0][0][1]
+
+    assert owners(cfg) == {s.key.service_id: pl.bucket_owners(s) for s in (web, dns)}
+    for backends in ((Backend("10.0.1.2", 8080, 9), Backend("10.0.1.3", 8080, 1)),
+                     (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 9),
+                      Backend("10.0.1.5", 8080, 3)),
+                     (Backend("10.0.1.5", 8080, 3),)):
+        before = pl.bucket_owners(web)
+        web = replace(web, backends=backends)
+        assert pl.bucket_owners(web) != before
+        cfg = cfg.with_service(web)
+        assert owners(cfg) == {s.key.service_id: pl.bucket_owners(s) for s in (web, dns)}
+    cfg = cfg.without_service(dns.key)
+    assert owners(cfg) == {web.key.service_id: pl.bucket_owners(web)}
+    assert ofmsg._OWNERS.keys() == {web.key.service_id}  # nor kept in memory
+
+
 def test_aggregate_requests_are_the_bytes_os_kens_request_writes() -> None:
     for table, ck in ((pl.SESSION_REV, pl.cookie(pl.KIND_SESSION, 0x7FFFFFFF, 0xABCDEF)),
                       (pl.CLASSIFY, pl.vip_cookie(pl.KIND_FRAG, "13.13.13.13"))):
@@ -334,22 +361,26 @@ def test_a_poll_asks_for_every_backends_session_flows_but_the_idle_ones() -> Non
 
 
 def test_flow_count_requests_ask_for_one_5_tuples_session_and_for_the_guard() -> None:
-    guard = ofmsg.flow_count_request(parser, ofp, pl.LEARN, cookie=pl.guard_cookie(1),
-                                     cookie_mask=pl.ALL_ONES)
-    assert (guard.table_id, guard.cookie, guard.cookie_mask) == (
-        pl.LEARN, pl.guard_cookie(1), pl.ALL_ONES)
-    assert dict(guard.match.items()) == {}
+    """The RST check's and the guard's flow counts: aggregate requests with a match or a
+    cookie, the same bytes as os-ken's encoder writes (fields in the pipeline's order)."""
+    guard = ofmsg.AggregateRequest(pl.LEARN, pl.guard_cookie(1))
+    assert serialize(guard) == serialize(parser.OFPAggregateStatsRequest(
+        None, 0, pl.LEARN, ofp.OFPP_ANY, ofp.OFPG_ANY, pl.guard_cookie(1), pl.ALL_ONES,
+        parser.OFPMatch()))
     match = pl.tcp_session_match("10.0.0.1", 40000, WEB.vip, WEB.port)
-    req = ofmsg.flow_count_request(parser, ofp, pl.SESSION_FWD, match)
+    req = ofmsg.AggregateRequest(pl.SESSION_FWD, 0, 0, match)
     raw = serialize(req)
+    assert raw == serialize(parser.OFPAggregateStatsRequest(
+        None, 0, pl.SESSION_FWD, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
+        parser.OFPMatch(_ordered_fields=list(match))))
     assert struct.unpack_from("!BBHIHH", raw) == (
         ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REQUEST, len(raw), 7, ofp.OFPMP_AGGREGATE_STATS, 0)
-    assert (req.table_id, req.out_port, req.out_group) == (pl.SESSION_FWD, ofp.OFPP_ANY,
-                                                          ofp.OFPG_ANY)
-    assert (req.cookie, req.cookie_mask) == (0, 0)  # every session, whatever its backend
-    assert dict(req.match.items()) == {"eth_type": 0x800, "ip_proto": 6,
-                                       "ipv4_src": "10.0.0.1", "ipv4_dst": WEB.vip,
-                                       "tcp_src": 40000, "tcp_dst": WEB.port}
+    # table, out_port, out_group, cookie and mask (every session, whatever its backend)
+    assert struct.unpack_from("!B3xII4xQQ", raw, 16) == (
+        pl.SESSION_FWD, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0)
+    assert dict(parser.OFPMatch.parser(raw, 48).items()) == {
+        "eth_type": 0x800, "ip_proto": 6, "ipv4_src": "10.0.0.1", "ipv4_dst": WEB.vip,
+        "tcp_src": 40000, "tcp_dst": WEB.port}
 
 
 def flow_removed_bytes(stats: bytes, cookie: int = 0xA8123456789ABC) -> bytes:
@@ -479,11 +510,37 @@ def test_aggregate_replies_decode_as_os_kens_parser_does_and_reach_the_app() -> 
         assert (msg.xid, msg.type, msg.flags, msg.body.length) == (
             ref.xid, ref.type, ref.flags, ref.body.length)
         assert dict(msg.body.stats.items()) == dict(ref.body.stats.items())
-    # a group stats reply (the poll's last request) is os-ken's own
+    # a meter stats reply (a poll's, too) is os-ken's own
     raw = struct.pack("!BBHIHH4x", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, 16, 9,
-                      ofp.OFPMP_GROUP_STATS, 0)
+                      ofp.OFPMP_METER_STATS, 0)
     msg = ofproto_parser.msg(DP, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, len(raw), 9, raw)
-    assert type(msg) is parser.OFPGroupStatsReply and msg.body == []
+    assert type(msg) is parser.OFPMeterStatsReply and msg.body == []
+
+
+def test_group_stats_replies_decode_each_buckets_counts_as_os_kens_parser_does() -> None:
+    """Groups of one to three buckets, counters up to 2**64 - 1, as OVS writes them
+    (ofp_group_stats, then a counter per bucket): each group's id and its buckets'
+    (packets, bytes) in order, as os-ken's parser reads them, and os-ken's event."""
+    from os_ken.controller import ofp_event
+    from os_ken.ofproto import ofproto_parser
+
+    ofmsg.decode_multipart_replies_fast()
+    groups = [(0x7FFFFFFF, [(2**64 - 1, 2**63)]), (5, [(1, 60), (0, 0), (7, 420)]),
+              (123456, [(3, 180), (4, 240)]), (9, [])]
+    body = b"".join(struct.pack("!H2xII4xQQII", 40 + 16 * len(b), gid, 1, 99, 9999, 3, 4)
+                    + b"".join(struct.pack("!QQ", *c) for c in b) for gid, b in groups)
+    body = struct.pack("!HH4x", ofp.OFPMP_GROUP_STATS, 1) + body
+    raw = struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, 8 + len(body),
+                      7) + body
+    msg = ofproto_parser.msg(DP, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, len(raw), 7, raw)
+    ref = ofmsg._OS_KEN_MULTIPART_REPLY(DP, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
+                                        len(raw), 7, raw)
+    assert type(msg) is ofmsg.OFPGroupStatsReply
+    assert isinstance(ofp_event.ofp_msg_to_ev(msg), ofp_event.EventOFPGroupStatsReply)
+    assert (msg.xid, msg.type, msg.flags) == (7, ofp.OFPMP_GROUP_STATS, 1)
+    assert msg.body == [(gid, tuple(b)) for gid, b in groups]
+    assert msg.body == [(g.group_id, tuple((c.packet_count, c.byte_count)
+                                           for c in g.bucket_stats)) for g in ref.body]
 
 
 def test_flow_desc_requests_are_the_bytes_os_kens_request_writes() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lbrp_app import pipeline as pl
 from lbrp_app.metrics import render
 from lbrp_app.model import Backend, Config, Service, ServiceKey
-from lbrp_app.stats import Monotonic, Reading, StatsBook, fold_flows
+from lbrp_app.ofmsg import GroupCounts
+from lbrp_app.stats import Monotonic, Reading, StatsBook, fold_flows, fold_reply
 
 WEB = ServiceKey("13.13.13.13", "tcp", 8000)
 B1, B2 = Backend("10.0.1.2", 8002, 1), Backend("10.0.1.3", 8003, 0)
@@ -330,9 +332,13 @@ def test_a_prune_taken_in_steps_forgets_what_one_taken_at_once_forgets() -> None
 
 def idle_reading(book: StatsBook, cfg: Config, buckets: dict, live: dict) -> tuple[Reading, set]:
     """A poll as the app takes it: buckets first, then the session flows of the backends
-    that are not idle (``live``: (sid, bid, table) -> the switch's live (flows, pkts, bytes))."""
+    that are not idle (``live``: (sid, bid, table) -> the switch's live (flows, pkts, bytes)).
+    Idle backends are found and filled in steps, as the app does, of a few at a time."""
     r = Reading(buckets=dict(buckets))
-    idle = book.idle_backends(1, cfg, r.buckets)
+    idle: set = set()
+    steps = sum(1 for _ in book.idle_backends_steps(1, cfg, r.buckets, idle, step=3))
+    assert idle == book.idle_backends(1, cfg, r.buckets)
+    assert steps == (len(cfg.services) // 3 if 1 in book.last_read else 0)
     for svc in cfg.services.values():
         for be in svc.backends:
             if (svc.key.service_id, be.backend_id) in idle:
@@ -340,7 +346,8 @@ def idle_reading(book: StatsBook, cfg: Config, buckets: dict, live: dict) -> tup
             for t in pl.SESSION_TABLES:
                 k = (svc.key.service_id, be.backend_id, t)
                 r.sessions[k] = book.session_total(1, k, *live.get(k, (0, 0, 0)))
-    book.fill_idle(1, r, idle)
+    filled = sum(1 for _ in book.fill_idle_steps(1, r, idle, step=5))
+    assert filled == len(idle) // 5
     return r, idle
 
 
@@ -477,3 +484,17 @@ def test_flow_desc_counts_are_filed_by_cookie_and_summed_over_a_replys_parts() -
     assert r.counted == {frag: 2, not_syn: 4, pl.CT_DROP_FULL_COOKIE: 6}
     assert r.sessions == {(sid, bid, pl.SESSION_FWD): (1, 10, 1000),
                           (sid, bid, pl.SESSION_REV): (1, 20, 3000)}
+
+
+def test_group_counts_are_filed_per_backend_summing_its_split_buckets() -> None:
+    """Each bucket's counts go to its owner (in bucket order); the two buckets of a
+    backend whose weight was split add up; a group the poll has no owners for is left
+    out, and so are buckets beyond its owners (a group changed since the request)."""
+    svc = Service(WEB, "web", (Backend("10.0.1.2", 8002, 1), Backend("10.0.1.3", 8003, 2)))
+    owners = pl.bucket_owners(svc)
+    assert len(owners) == 3 and owners[1] == owners[2]  # the heavier one split in two
+    r = Reading()
+    counts = ((5, 300), (7, 420), (1, 60), (9, 9))
+    fold_reply(StatsBook(), 1, r, ("groups", {SID: owners}),
+               SimpleNamespace(body=[GroupCounts(SID, counts), GroupCounts(77, ((3, 3),))]))
+    assert r.buckets == {(SID, owners[0]): (5, 300), (SID, owners[1]): (8, 480)}
