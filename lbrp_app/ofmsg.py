@@ -2,9 +2,9 @@
 
 Pure: messages are built with ``datapath=None``; the app attaches the datapath
 when it sends them. Nothing here talks to a switch. Flow mods, a bundle's adds and
-the flow-stats requests (counter polls, flow counts) are encoded here directly as bytes (:class:`Encoded`,
-:class:`BundleAdds`, :class:`FlowStatsRequest`), the same bytes os-ken's classes
-write; the rest through os-ken. Also the messages lbrp decodes itself rather than
+the flow-stats requests (counter polls, flow counts) are encoded here directly as
+bytes (:class:`Encoded`, :class:`BundleAdds`, :class:`FlowStatsRequest`), the same
+bytes os-ken's classes write; the rest through os-ken. Also the messages lbrp decodes itself rather than
 through os-ken: flow-removed (:class:`OFPFlowRemoved`), aggregate-stats replies
 (:class:`OFPAggregateStatsReply`), flow-desc replies, down to each flow's table,
 cookie and counts (:class:`OFPFlowDescStatsReply`), and group-stats replies, down to

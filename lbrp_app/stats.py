@@ -44,7 +44,7 @@ ZONE_FULL_WARN_EVERY_S = 60.0  # the log's zone-full warning, at most this often
 # Work of a poll comes in steps of about a millisecond (at 2,000 x 8 on the bench's
 # machine), which the app groups into slices of STEPS_SLICE seconds (app.py)
 READING_STEP = 1024  # counters per step of StatsBook.on_reading_steps
-PRUNE_STEP = 64  # services per step of StatsBook.prune_steps
+SERVICE_STEP = 64  # services per step of StatsBook.prune_steps and idle_backends_steps
 IDLE_RECHECK_POLLS = 16  # an idle backend's session flows are read at least this often
 
 
@@ -238,7 +238,7 @@ class StatsBook:
     def idle_backends_steps(self, dpid: int, cfg: Config,
                             buckets: dict[tuple[int, int], tuple[int, int]],
                             idle: set[tuple[int, int]], recheck: int = IDLE_RECHECK_POLLS,
-                            step: int = PRUNE_STEP) -> Iterator[None]:
+                            step: int = SERVICE_STEP) -> Iterator[None]:
         """:meth:`idle_backends` into ``idle``, in steps of ``step`` services: the caller
         may run other work between them (at 2,000 x 8 it took 24-50 ms in one go)."""
         last = self.last_read.get(dpid)
@@ -289,7 +289,7 @@ class StatsBook:
         except StopIteration as done:
             return int(done.value)
 
-    def prune_steps(self, cfg: Config, step: int = PRUNE_STEP) -> Generator[None, None, int]:
+    def prune_steps(self, cfg: Config, step: int = SERVICE_STEP) -> Generator[None, None, int]:
         """:meth:`prune` in steps of at most ``step`` services: the caller may run other
         work between them. (At 2,000 services x 8 backends a prune took 12 ms in one go,
         and up to 38 ms in the controller's only thread on a busy machine.)"""

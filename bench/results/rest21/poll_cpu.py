@@ -9,13 +9,15 @@ and deleted at the end). After the programming and the first poll (15 s), it rea
 controller's CPU time (/proc) over SECONDS (60), then the last poll's requests and
 seconds from /stats. A poll starts 3 s after the last one ended, so the polls in the
 window are about SECONDS / (3 + the poll's seconds). Needs root and a running
-ovs-vswitchd.
+ovs-vswitchd. ``scratch_controller`` is also bench/results/rest22/hold_probe.py's.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -29,12 +31,12 @@ from topologies.controller import Controller, free_port, wait_for
 BRIDGE = "lbrpx1"
 
 
-def main() -> None:
-    mode = sys.argv[1]
-    app_src = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
-    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
+@contextlib.contextmanager
+def scratch_controller(mode: str, app_src: str | None, work: Path
+                       ) -> Iterator[tuple[Controller, Callable[[], float]]]:
+    """A controller with the bench's 2,000 x 8 and stats_interval 3, programmed on the
+    scratch bridge, 15 s after it was programmed; with a function giving its CPU seconds."""
     of_port = free_port()
-    work = Path("/tmp/lbrp-poll-cpu")
     work.mkdir(exist_ok=True)
     cfg = big_config(mode, 2000, 8)
     cfg["stats_interval"] = 3
@@ -54,12 +56,24 @@ def main() -> None:
                               capture_output=True, text=True, check=True).stdout.strip()
         wait_for(lambda: ctl.programmed(dpid.strip('"')), 120, "the switch programmed")
         assert ctl.proc is not None
+        pid = ctl.proc.pid
 
         def cpu() -> float:
-            fields = Path(f"/proc/{ctl.proc.pid}/stat").read_text().split(")")[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
         time.sleep(15)
+        yield ctl, cpu
+    finally:
+        ctl.stop()
+        subprocess.run(["ovs-vsctl", "del-br", BRIDGE], check=True)
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    app_src = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
+    with scratch_controller(mode, app_src, Path("/tmp/lbrp-poll-cpu")) as (ctl, cpu):
         c0, t0 = cpu(), time.monotonic()
         time.sleep(seconds)
         c1, t1 = cpu(), time.monotonic()
@@ -70,9 +84,6 @@ def main() -> None:
               f"{t1 - t0:.0f} s ({share:.3f} of a core); last poll {last['last_poll_requests']} "
               f"requests in {last['last_poll_seconds']:.2f} s; about {(c1 - c0) / polls:.2f} s "
               f"of CPU per poll", flush=True)
-    finally:
-        ctl.stop()
-        subprocess.run(["ovs-vsctl", "del-br", BRIDGE], check=True)
 
 
 if __name__ == "__main__":
