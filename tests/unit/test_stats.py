@@ -348,6 +348,8 @@ def idle_reading(book: StatsBook, cfg: Config, buckets: dict, live: dict) -> tup
                 r.sessions[k] = book.session_total(1, k, *live.get(k, (0, 0, 0)))
     filled = sum(1 for _ in book.fill_idle_steps(1, r, idle, step=5))
     assert filled == len(idle) // 5
+    assert r.sessions.keys() == {(s.key.service_id, b.backend_id, t) for s in cfg.services.values()
+                                 for b in s.backends for t in pl.SESSION_TABLES}  # all read
     return r, idle
 
 
