@@ -369,18 +369,14 @@ class LbrpApp(app_manager.OSKenApp):
             self._read_conntrack(cfg)
             self._warn_zone_full(cfg)
 
-    def _changes_first(self) -> None:
-        """Let other work run, and wait while a REST change is pending."""
-        hub.sleep(0)
-        self.changes.wait_clear(SWITCH_TIMEOUT)
-
     def _run_steps(self, steps: Iterable[None]) -> None:
-        """Run a long job's steps, letting other work run (changes first) after each
-        :data:`STEPS_SLICE` of them."""
+        """Run a long job's steps, letting other work run after each :data:`STEPS_SLICE`
+        of them, and waiting then while a REST change is pending."""
         since = time.monotonic()
         for _ in steps:
             if time.monotonic() - since >= STEPS_SLICE:
-                self._changes_first()
+                hub.sleep(0)
+                self.changes.wait_clear(SWITCH_TIMEOUT)
                 since = time.monotonic()
 
     def _warn_zone_full(self, cfg: Config) -> None:

@@ -48,6 +48,13 @@ SERVICE_STEP = 64  # services per step of StatsBook.prune_steps and idle_backend
 IDLE_RECHECK_POLLS = 16  # an idle backend's session flows are read at least this often
 
 
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter): one list a step."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
 class Monotonic:
     """Running totals of counters that may drop back to zero, in spaces (a switch and a
     kind of counter) that are read whole."""
@@ -188,14 +195,12 @@ class StatsBook:
             ("meter", ((None, reading.meter_dropped),)),
         ]
         for kind, raws in spaces:
-            it = iter(raws)
-            while chunk := list(itertools.islice(it, step)):
+            for chunk in _chunks(raws, step):
                 self.mono.update_all((dpid, kind), chunk)
                 yield
         active: dict[tuple[int, int], int] = {}
         busy: set[tuple[int, int]] = set()  # backends with a live session flow
-        it = iter(sessions)
-        while chunk := list(itertools.islice(it, step)):
+        for chunk in _chunks(sessions, step):
             for (sid, bid, table), (flows, _, _) in chunk:
                 if table == pl.SESSION_FWD:
                     active[(sid, bid)] = flows
@@ -203,8 +208,7 @@ class StatsBook:
                     busy.add((sid, bid))
             self.seen_pairs.update(k[:2] for k, _ in chunk)
             yield
-        it = iter(reading.buckets)
-        while chunk := list(itertools.islice(it, step)):
+        for chunk in _chunks(reading.buckets, step):
             self.seen_pairs.update(chunk)
             yield
         self.active[dpid] = active
@@ -296,8 +300,7 @@ class StatsBook:
         pairs: set[tuple[int, int]] = set()
         sids: set[int] = set()
         vips: set[str] = set()
-        services = iter(cfg.services.values())
-        while chunk := list(itertools.islice(services, step)):
+        for chunk in _chunks(cfg.services.values(), step):
             for svc in chunk:
                 sid = svc.key.service_id
                 sids.add(sid)

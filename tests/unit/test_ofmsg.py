@@ -480,11 +480,16 @@ def test_a_bundles_adds_are_the_bytes_os_kens_bundle_add_messages_write() -> Non
         assert n == len(msgs)
 
 
-def aggregate_reply_bytes(stats: bytes, flags: int = 0) -> bytes:
-    """An OFPMP_AGGREGATE_STATS reply as OVS sends one."""
-    body = struct.pack("!HH4x", ofp.OFPMP_AGGREGATE_STATS, flags) + stats
+def multipart_reply_bytes(kind: int, body: bytes, flags: int = 0) -> bytes:
+    """A multipart reply of type ``kind`` as OVS sends one (xid 7)."""
+    body = struct.pack("!HH4x", kind, flags) + body
     return struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, 8 + len(body),
                        7) + body
+
+
+def aggregate_reply_bytes(stats: bytes, flags: int = 0) -> bytes:
+    """An OFPMP_AGGREGATE_STATS reply as OVS sends one."""
+    return multipart_reply_bytes(ofp.OFPMP_AGGREGATE_STATS, stats, flags)
 
 
 def test_aggregate_replies_decode_as_os_kens_parser_does_and_reach_the_app() -> None:
@@ -529,9 +534,7 @@ def test_group_stats_replies_decode_each_buckets_counts_as_os_kens_parser_does()
               (123456, [(3, 180), (4, 240)]), (9, [])]
     body = b"".join(struct.pack("!H2xII4xQQII", 40 + 16 * len(b), gid, 1, 99, 9999, 3, 4)
                     + b"".join(struct.pack("!QQ", *c) for c in b) for gid, b in groups)
-    body = struct.pack("!HH4x", ofp.OFPMP_GROUP_STATS, 1) + body
-    raw = struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, 8 + len(body),
-                      7) + body
+    raw = multipart_reply_bytes(ofp.OFPMP_GROUP_STATS, body, flags=1)
     msg = ofproto_parser.msg(DP, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, len(raw), 7, raw)
     ref = ofmsg._OS_KEN_MULTIPART_REPLY(DP, ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
                                         len(raw), 7, raw)
@@ -591,9 +594,7 @@ def test_a_polls_flow_desc_requests_select_each_counted_flow_once_a_few_hundred_
 
 
 def flow_desc_reply_bytes(entries: list[bytes], flags: int = 0) -> bytes:
-    body = struct.pack("!HH4x", ofp.OFPMP_FLOW_DESC, flags) + b"".join(entries)
-    return struct.pack("!BBHI", ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, 8 + len(body),
-                       7) + body
+    return multipart_reply_bytes(ofp.OFPMP_FLOW_DESC, b"".join(entries), flags)
 
 
 @pytest.mark.parametrize("mode", ["learn", "conntrack"])
