@@ -24,8 +24,9 @@ Table 0 ``CLASSIFY`` (every packet enters here)
 
 Table 10 ``SESSION_FWD`` (learned client->VIP sessions)
   100  learned: ip_proto, nw_src=client, nw_dst=VIP, tp_src=cport, tp_dst=vport
-       (TCP: and tcp_flags=-syn, so every SYN goes through the group and re-learns)
-       -> load nw_dst=backend, tp_dst=bport, output:B
+       -> load nw_dst=backend, tp_dst=bport, output:B (a SYN never comes here
+       from table 0: every SYN goes through the group and learns again)
+  1    reg8=1 (LEARN's lookup, below) -> reg8=2: no session
   0    miss -> goto SERVICE
 
 Table 11 ``SESSION_REV`` (learned backend->client replies)
@@ -63,9 +64,30 @@ Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
 
 Table 30 ``LEARN`` (the group's resubmit target; learn in a bucket is ignored by OVS)
   65000  the guard: pkt_mark=0x1, or ct_state=+trk (never true in learn mode) -> drop
+  200    ip, reg8=0 -> in_port=B, reg8=1, resubmit(,SESSION_FWD), in_port=F,
+         resubmit(,LEARN): the lookup
+  150    reg8=1 (SESSION_FWD holds the session), eth_src=00:..:00/01:..:00 (a
+         unicast source: every packet) -> reg8=2, resubmit(,LEARN)
   100    ip_proto, reg0=service id, reg1=backend id -> reg2=B, nw_dst=backend,
          tp_dst=bport, learn(SESSION_FWD flow), learn(SESSION_REV flow), output:B
   0      drop
+  The lookup (200, 150, and SESSION_FWD's 1) changes no packet's path; it is
+  there for OVS's datapath flow cache, and for a reused client port:
+  - A new session's first packet is forwarded by a datapath flow, after the
+    group's recirculation, that is exact on its 5-tuple (``learn`` reads it), and
+    that no later packet of the session uses. OVS would keep it for max-idle (10 s)
+    and translate it again on every revalidation pass, each time composing both
+    learned flows anew: about a third of the datapath flows of short sessions, and
+    the costliest to revalidate. Once the session's flow exists, the translation
+    goes through 150, which looks at eth_src's group bit, a field the cached flow
+    ignores; so the pass after the ``learn`` deletes that flow (as with the guard).
+  - A SYN from a client port whose session flow is still there (its FIN came less
+    than tcp_fin_timeout ago) learns over it: OVS applies that as a modify, which
+    keeps the old flow's counters, last-used time included, and its timeouts. The
+    lookup counts the SYN against the old flow first, so the flow does not expire
+    at once when the port comes back just as its FIN timeout runs out.
+  The session flow found outputs to B, which OVS skips while in_port is B: the
+  lookup sends nothing.
   The guard never matches; it is there for OVS's datapath flow cache. A new
   session's first packet is forwarded by the datapath flow after the group's
   recirculation, exact on its 5-tuple, and only its upcall runs ``learn``. When
@@ -134,14 +156,16 @@ ct_label one by one, by their original tuple: no tuple of the connection holds
 the backend's address, and OVS 3.1 cannot flush by label.
 
 Registers: reg0 service id, reg1 backend id, reg2 backend port (read by learn's
-output); conntrack: reg3 committed, reg4/reg5 a reply's backend address and port,
+output), reg8 LEARN's lookup of SESSION_FWD (0 not yet, 1 asked / found, 2 done);
+conntrack: reg3 committed, reg4/reg5 a reply's backend address and port,
 reg6 which of the address's services was tried, reg7 picked again.
 
 Cookies (64 bits): ``0xA`` tag | kind (4 bits) | service id or VIP (32) | backend
 id (24). Kind ``SESSION`` (learned flows) has the top kind bit set, so all the
 app's own non-session flows are ``cookie=0xA0../0xF8..``. Kinds: 1 static (a
 backend address's flows: its ip and port in the object and backend fields; the
-LEARN guard: object 0, backend field 1 + its phase),
+LEARN guard: object 0, backend field 1 + its phase; the lookup's flows: object 0,
+backend field 3),
 2 VIP (echo), 3 service, 4 reject, 5 backend (LEARN flow; conntrack: its CT_FWD
 and CT_REV flows), 6 fragment drop, 7 not a SYN and no session (to the app for a
 RST; conntrack's invalid ones dropped), 8 learned session, 0 conntrack check after
@@ -180,6 +204,8 @@ PRIO_FROM_BACKEND_L4 = 100
 PRIO_NOT_SYN = 100
 PRIO_SESSION = 100
 PRIO_LEARN = 100
+PRIO_LEARN_PROBE = 200
+PRIO_LEARN_KNOWN = 150
 PRIO_CT_EST = 300
 PRIO_CT_FULL = 250
 PRIO_CT_GONE = 245
@@ -188,6 +214,7 @@ PRIO_CT_RETRY = 100
 PRIO_CT_INVALID = 90
 PRIO_PASS = 10
 PRIO_REV_GROUP_ADDR = 1
+PRIO_PROBE_MISS = 1
 PRIO_MISS = 0
 
 # Registers.
@@ -199,6 +226,8 @@ REG_REPLY_IP = "reg4"
 REG_REPLY_PORT = "reg5"
 REG_TRIED = "reg6"
 REG_REPICKED = "reg7"
+REG_PROBE = "reg8"
+PROBE_ASKING, PROBE_DONE = 1, 2  # REG_PROBE: looking up / looked up SESSION_FWD
 
 # Meter and cookies.
 PACKET_IN_METER = 1
@@ -441,7 +470,7 @@ def static_flows(p: Ports, conntrack: bool = False) -> list[Flow]:
                   _flow(SESSION_REV, PRIO_REV_GROUP_ADDR, (("eth_dst", GROUP_BIT),),
                         (Output(p.frontend),), ck),
                   _flow(SESSION_REV, PRIO_MISS, (), (Output(p.frontend),), ck),
-                  _flow(LEARN, PRIO_MISS, (), (), ck)]
+                  _flow(LEARN, PRIO_MISS, (), (), ck)] + probe_flows(p)
         for proto in ("tcp", "udp"):
             flows.append(_flow(CLASSIFY, PRIO_FROM_BACKEND_L4,
                                (("in_port", p.backend), ("eth_type", ETH_IP),
@@ -463,6 +492,26 @@ def guard_cookie(phase: int) -> int:
 def learn_guard(phase: int) -> Flow:
     """The never-matching LEARN-table flow of ``phase`` (the docstring says why)."""
     return _flow(LEARN, PRIO_GUARD, GUARD_MATCHES[phase], (), guard_cookie(phase))
+
+
+PROBE_COOKIE = cookie(KIND_STATIC, 0, 3)
+UNICAST_SOURCE = ("00:00:00:00:00:00", "01:00:00:00:00:00")  # eth_src's group bit clear
+
+
+def probe_flows(p: Ports) -> list[Flow]:
+    """Learn pinning: the LEARN table's lookup of SESSION_FWD before it learns, and
+    SESSION_FWD's answer when it holds no session (the docstring says why)."""
+    return [
+        _flow(SESSION_FWD, PRIO_PROBE_MISS, ((REG_PROBE, PROBE_ASKING),),
+              (SetField(REG_PROBE, PROBE_DONE),), PROBE_COOKIE),
+        # a session's flow outputs to B: OVS skips that while in_port is B
+        _flow(LEARN, PRIO_LEARN_PROBE, (("eth_type", ETH_IP), (REG_PROBE, 0)),
+              (SetField("in_port_nxm", p.backend), SetField(REG_PROBE, PROBE_ASKING),
+               Resubmit(SESSION_FWD), SetField("in_port_nxm", p.frontend), Resubmit(LEARN)),
+              PROBE_COOKIE),
+        _flow(LEARN, PRIO_LEARN_KNOWN, ((REG_PROBE, PROBE_ASKING), ("eth_src", UNICAST_SOURCE)),
+              (SetField(REG_PROBE, PROBE_DONE), Resubmit(LEARN)), PROBE_COOKIE),
+    ]
 
 
 def reconcile_guard(phase1_on_switch: bool) -> int:
@@ -506,10 +555,11 @@ def service_flows(svc: Service, p: Ports, conntrack: bool = False) -> list[Flow]
         to_sessions, table, new_only = GotoTable(SESSION_FWD), SERVICE, ()
     flows = [_flow(CLASSIFY, PRIO_SERVICE, (("in_port", p.frontend),) + l4, (to_sessions,), ck)]
     if key.proto == "tcp" and not conntrack:
-        # A SYN never matches a learned session (they match tcp_flags=-syn). Looking it up
-        # there anyway would make the datapath flow of every SYN exact on the client's
-        # address and port (one more upcall per session, one more datapath flow to
-        # revalidate); skipping the lookup lets every SYN to this service share one.
+        # A SYN is not looked up in SESSION_FWD here: that would make the datapath flow
+        # of every SYN exact on the client's address and port (one more upcall per
+        # session, one more datapath flow to revalidate); skipping it lets every SYN to
+        # this service share one. LEARN looks it up, after the group's recirculation,
+        # where the datapath flow is exact anyway.
         syn = (("tcp_flags", (TCP_SYN, TCP_SYN)),)
         flows.append(_flow(CLASSIFY, PRIO_SERVICE_SYN, (("in_port", p.frontend),) + l4 + syn,
                            (GotoTable(SERVICE),), ck))
@@ -641,8 +691,6 @@ def learn_flow(svc: Service, be: Backend, p: Ports, s: Settings) -> Flow:
         ("match", (src, 0), (src, 0), 16),
         ("match", key.port, (dst, 0), 16),
     ]
-    if key.proto == "tcp":
-        fwd_specs.append(("match", 0, ("tcp_flags", 1), 1))  # SYN bit clear
     fwd_specs += [
         ("load", bip, ("ipv4_dst", 0), 32),
         ("load", be.port, (dst, 0), 16),
@@ -675,7 +723,7 @@ def learn_flow(svc: Service, be: Backend, p: Ports, s: Settings) -> Flow:
 
 def tcp_session_match(client: str, client_port: int, vip: str, vip_port: int) -> Match:
     """The fields a learned forward session of TCP matches in SESSION_FWD (learn_flow's
-    forward specs, less its SYN bit): the switch is asked for it before a RST is sent."""
+    forward specs): the switch is asked for it before a RST is sent."""
     return (("eth_type", ETH_IP), ("ip_proto", IP_PROTO["tcp"]), ("ipv4_src", client),
             ("ipv4_dst", vip), ("tcp_src", client_port), ("tcp_dst", vip_port))
 

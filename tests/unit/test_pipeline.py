@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 import pytest
@@ -66,12 +67,11 @@ def test_service_programs_classifier_group_and_learn_flows() -> None:
     assert [lr.table for lr in learns] == [pl.SESSION_FWD, pl.SESSION_REV]
     assert all(lr.cookie == pl.session_cookie(WEB, B1)[0] for lr in learns)
     assert learns[0].fin_idle_timeout == 12 and learns[0].idle_timeout == 300
-    # forward learned flows skip SYNs, so a SYN always re-learns through the group
-    assert ("match", 0, ("tcp_flags", 1), 1) in learns[0].specs
-    # the switch is asked for a session by the fields the forward learned flow matches
+    # the switch is asked for a session by the fields the forward learned flow matches;
+    # no TCP flags among them: LEARN's lookup finds a SYN's session there
     matched = {dst[0] for kind, _, dst, _ in learns[0].specs if kind == "match"}
     asked = dict(pl.tcp_session_match("10.0.0.1", 40000, WEB.vip, WEB.port))
-    assert matched - {"tcp_flags"} == set(asked)
+    assert matched == set(asked)
     assert (asked["ipv4_dst"], asked["tcp_dst"]) == (WEB.vip, WEB.port)
     assert f.actions[-1] == pl.Output(2)
 
@@ -526,3 +526,104 @@ def test_the_learn_guard_swaps_fields_with_each_group_change_and_never_matches()
     to_learn = pl.change(ct, web, PORTS, guard=1)
     assert pl.learn_guard(0) in to_learn.add_flows and to_learn.guard == 0
     assert applied(pl.desired_state(ct, PORTS), to_learn) == pl.desired_state(web, PORTS, 0)
+
+
+def _mac(v: str) -> int:
+    return int(v.replace(":", ""), 16)
+
+
+def _matches(match: pl.Match, pkt: dict[str, object]) -> bool:
+    for k, v in match:
+        have = pkt.get(k, 0)
+        if isinstance(v, tuple):  # (value, mask)
+            val, mask = (_mac(v[0]), _mac(v[1])) if k.startswith("eth_") else v
+            have = _mac(have) if isinstance(have, str) else have
+            if have & mask != val & mask:  # type: ignore[operator]
+                return False
+        elif have != v:
+            return False
+    return True
+
+
+def _learned(lr: pl.Learn, pkt: dict[str, object]) -> pl.Flow:
+    """The flow ``lr`` learns from ``pkt`` (what OVS's learn does, for these specs)."""
+    match, actions = [], []
+    for kind, src, dst, _ in lr.specs:
+        value = pkt[src[0]] if isinstance(src, tuple) else src
+        if dst is not None and dst[0].startswith("ipv4") and isinstance(value, int):
+            value = str(ipaddress.IPv4Address(value))  # immediates are ints, as OVS has them
+        if kind == "match":
+            match.append((dst[0], value))
+        elif kind == "load":
+            actions.append(pl.SetField(dst[0], value))
+        else:
+            actions.append(pl.Output(value))
+    return pl.Flow(lr.table, lr.priority, tuple(match), tuple(actions), lr.cookie)
+
+
+def _walk(flows: list[pl.Flow], groups: dict[int, pl.Group], pkt: dict[str, object],
+          table: int = pl.CLASSIFY) -> tuple[list[int], list[pl.Flow], list[pl.Flow]]:
+    """Run ``pkt`` through ``flows`` as OVS would: (ports output to, flows learned,
+    flows matched). A group sends it to its first bucket; output to the packet's
+    in_port is skipped, as OVS does."""
+    out: list[int] = []
+    learned: list[pl.Flow] = []
+    hit: list[pl.Flow] = []
+
+    def run(t: int) -> None:
+        cands = [f for f in flows if f.table == t and _matches(f.match, pkt)]
+        if not cands:
+            return
+        f = max(cands, key=lambda f: f.priority)
+        hit.append(f)
+        do(f.actions)
+
+    def do(actions: tuple[pl.Action, ...]) -> None:
+        for a in actions:
+            if isinstance(a, pl.SetField):
+                pkt["in_port" if a.field == "in_port_nxm" else a.field] = a.value
+            elif isinstance(a, (pl.Resubmit, pl.GotoTable)):
+                run(a.table)
+            elif isinstance(a, pl.GroupAction):
+                do(groups[a.group_id].buckets[0].actions)
+            elif isinstance(a, pl.Output) and a.port != pkt["in_port"]:
+                out.append(a.port)
+            elif isinstance(a, pl.Learn):
+                learned.append(_learned(a, pkt))
+
+    run(table)
+    return out, learned, hit
+
+
+def test_learn_looks_up_a_new_sessions_flow_before_it_learns_and_sends_nothing_more() -> None:
+    """The LEARN table's lookup of SESSION_FWD (pipeline docstring): a SYN that finds no
+    session and one that finds its 5-tuple's session (a reused client port) both go once
+    to the backend and learn both flows; only the second passes the flow that looks at
+    eth_src, which nothing else on a new session's path looks at, so OVS deletes the
+    cached datapath flow of a session's SYN once its flows exist."""
+    st = pl.desired_state(cfg(Service(WEB, "web", (B1,))), PORTS)
+    flows = list(st.flows.values())
+    syn = {"in_port": PORTS.frontend, "eth_type": pl.ETH_IP, "ip_proto": 6,
+           "eth_src": "02:00:00:00:00:01", "ipv4_src": "10.0.0.1", "ipv4_dst": WEB.vip,
+           "tcp_src": 40000, "tcp_dst": WEB.port, "tcp_flags": pl.TCP_SYN}
+    out, learned, hit = _walk(flows, st.groups, dict(syn))
+    assert out == [PORTS.backend]
+    assert [f.table for f in learned] == [pl.SESSION_FWD, pl.SESSION_REV]
+    assert not [f for f in hit if f.priority == pl.PRIO_LEARN_KNOWN]
+    assert [f.table for f in hit if f.priority == pl.PRIO_PROBE_MISS] == [pl.SESSION_FWD]
+    # the session's flows as learned: the next SYN on that 5-tuple finds them
+    out, again, hit = _walk(flows + learned, st.groups, dict(syn))
+    assert out == [PORTS.backend]  # the found session's output:B was skipped
+    assert again == learned
+    assert [f.priority for f in hit if f.table == pl.LEARN] == [
+        pl.PRIO_LEARN_PROBE, pl.PRIO_LEARN_KNOWN, pl.PRIO_LEARN]
+    assert learned[0] in hit  # counted against the old flow before the learn
+    eth_src = [f for f in flows if "eth_src" in dict(f.match)]
+    assert [f.priority for f in eth_src] == [pl.PRIO_LEARN_KNOWN]
+    # later packets of the session take its learned flow, not the lookup
+    ack = {**syn, "tcp_flags": 0x010}
+    out, none, hit = _walk(flows + learned, st.groups, dict(ack))
+    assert (out, none) == ([PORTS.backend], []) and hit[-1] == learned[0]
+    ct = pl.desired_state(replace(cfg(Service(WEB, "web", (B1,))),
+                                  settings=Settings(session_pinning="conntrack")), PORTS)
+    assert not [f for f in ct.flows.values() if f.cookie == pl.PROBE_COOKIE]
