@@ -158,6 +158,7 @@ class LbrpApp(app_manager.OSKenApp):
         self.lock = hub.Semaphore(1)
         self.changes = ChangeGate()  # counter polls wait while a change is pending
         self.stats = StatsBook()
+        self.bucket_owners = ofmsg.BucketOwners()  # the polls' group-stats keys, memoised
         self.last_reconcile: float | None = None
         self.conntrack_dumped_at = float("-inf")
         self.stats_pruned_for: Config | None = None
@@ -420,7 +421,7 @@ class LbrpApp(app_manager.OSKenApp):
         def before_batch() -> None:
             self.changes.wait_clear(SWITCH_TIMEOUT)
 
-        first = ofmsg.group_and_meter_requests(dp.ofproto_parser, cfg)
+        first = ofmsg.group_and_meter_requests(dp.ofproto_parser, cfg, self.bucket_owners)
         keys += [key for key, _ in first]
         request_paced(dp, self.tracker, [msg for _, msg in first], SWITCH_TIMEOUT, on_reply,
                       POLL_PER_TRIP, before_batch)

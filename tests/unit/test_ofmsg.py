@@ -296,8 +296,10 @@ def test_bucket_owners_follow_each_change_of_a_service_between_polls() -> None:
     dns = Service(ServiceKey("13.13.13.14", "udp", 53), "dns", (Backend("10.0.1.4", 53, 2),))
     cfg = Config().with_service(web).with_service(dns)
 
+    memo = ofmsg.BucketOwners()  # the app keeps one across its polls
+
     def owners(c: Config) -> dict[int, list[int]]:
-        return ofmsg.group_and_meter_requests(parser, c)[0][0][1]
+        return ofmsg.group_and_meter_requests(parser, c, memo)[0][0][1]
 
     assert owners(cfg) == {s.key.service_id: pl.bucket_owners(s) for s in (web, dns)}
     for backends in ((Backend("10.0.1.2", 8080, 9), Backend("10.0.1.3", 8080, 1)),
@@ -311,7 +313,7 @@ def test_bucket_owners_follow_each_change_of_a_service_between_polls() -> None:
         assert owners(cfg) == {s.key.service_id: pl.bucket_owners(s) for s in (web, dns)}
     cfg = cfg.without_service(dns.key)
     assert owners(cfg) == {web.key.service_id: pl.bucket_owners(web)}
-    assert ofmsg._OWNERS.keys() == {web.key.service_id}  # nor kept in memory
+    assert memo.by_service.keys() == {web.key.service_id}  # nor kept in memory
 
 
 def test_aggregate_requests_are_the_bytes_os_kens_request_writes() -> None:
