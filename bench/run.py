@@ -1546,6 +1546,9 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
             rec["memory_before"] = ovs_memory()
             rec["dp_flows_before"] = upcall_show()
             rec["ct_before"] = ct_count()
+            # a previous setup's connections whose closing RSTs were dropped stay
+            # ESTABLISHED on the backends (they have no keepalive)
+            rec["backend_established_before"] = backend_established(net)
             log(f"held {setup}: opening {opts.held} sessions from {len(srcs)} addresses, "
                 f"{n_procs} processes")
             procs: list[subprocess.Popen] = []
@@ -1619,7 +1622,9 @@ def phase_held(opts: Options, work: Path, out: dict[str, Any]) -> None:
                 f"lost before PING {rec['done'].get('lost_how')}, "
                 f"learned flows {learned_flows(rec['lb_flows'])}, "
                 f"conntrack {rec['ct_held']}, RSS +{rec['rss_growth_mib']} MiB, backends "
-                f"see {rec.get('backend_established')} established")
+                f"see {rec.get('backend_established')} established "
+                f"({rec['backend_established_before']} of them before this run), "
+                f"{rec['backend_established_after_close']} after its close")
         out["server_logs"] = server_log_tails(net)
 
 
