@@ -20,10 +20,23 @@ REPO = Path(__file__).resolve().parents[2]
 OSKEN = Path(sys.executable).with_name("osken-manager")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now and not given to an earlier call of this process.
+
+    The socket is closed before the caller binds the port, so the kernel may offer the
+    same port to the next call: a test that took its REST and OpenFlow ports that way
+    once got the same port twice.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_for(pred: Any, timeout: float, what: str | Callable[[], str],
