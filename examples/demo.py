@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,15 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from topologies.controller import OSKEN, free_port
 from topologies.lbrp_topo import backend_ip, lab, run_in
-
-OSKEN = Path(sys.executable).with_name("osken-manager")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rest(base: str, method: str, path: str, body: Any = None) -> Any:

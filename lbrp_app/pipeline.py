@@ -495,7 +495,7 @@ def learn_guard(phase: int) -> Flow:
 
 
 PROBE_COOKIE = cookie(KIND_STATIC, 0, 3)
-UNICAST_SOURCE = ("00:00:00:00:00:00", "01:00:00:00:00:00")  # eth_src's group bit clear
+UNICAST_SOURCE = ("00:00:00:00:00:00", GROUP_BIT[1])  # eth_src's group bit clear
 
 
 def probe_flows(p: Ports) -> list[Flow]:
