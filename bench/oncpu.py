@@ -36,6 +36,9 @@ MAIN = [
     ("other ofproto_run (eviction upkeep, port polls)", "ofproto_run"),
     ("upcall: learn action (compose and install the learned flows)", "xlate_learn_action"),
     ("upcall: other (translate, install the datapath flow)", "upcall_cb"),
+    # csum.c's loop, not inlined into conntrack.c: OVS 3.1's conntrack checks each TCP or
+    # UDP packet's checksum in software when the port reports no checksum offload.
+    ("conntrack: the software checksum check of each packet", "csum_continue"),
     ("conntrack (lookup, commit, NAT)", "conntrack_execute"),
     ("send to veths (sendmmsg, veth transmit)", "netdev_send"),
     ("receive from veths", "netdev_rxq_recv"),
@@ -53,6 +56,7 @@ REVALIDATOR = [
     ("OVS RCU quiesce (wakes urcu)", "ovsrcu_quiesce"),
     ("other revalidate (ukey lookups, stats)", "revalidate"),
 ]
+TOP = 30  # innermost functions listed per capture
 # glibc's allocator has no frame pointers, so its samples lose their callers.
 MALLOC = {"_int_malloc", "_int_free", "malloc", "cfree", "free", "unlink_chunk",
           "malloc_consolidate", "__libc_malloc", "__libc_free"}
@@ -93,6 +97,13 @@ def classify(frames: list[str], rules: list[tuple[str, str]]) -> str:
     return "other"
 
 
+def leaf(frames: list[str]) -> str:
+    """The innermost user-space function of a sample ("kernel only" without one): where
+    the thread's own time went, or the system call it was in."""
+    user = [f for f in frames if f != SOFTIRQ]
+    return user[-1] if user else "kernel only (no user frames)"
+
+
 def samples(capture: str) -> list[tuple[str, list[str]]]:
     """The samples of a ``perf record -g`` capture (see :func:`parse`)."""
     return parse(subprocess.run(["perf", "script", "-i", capture, "-F", "comm,ip,sym,dso"],
@@ -104,12 +115,14 @@ def summarize(capture: str, all_samples: list[tuple[str, list[str]]]) -> dict[st
     n = len(all_samples)
     by_comm: collections.Counter[str] = collections.Counter()
     main: collections.Counter[str] = collections.Counter()
+    main_leaf: collections.Counter[str] = collections.Counter()
     reval: collections.Counter[str] = collections.Counter()
     for comm, frames in all_samples:
         thread = task_name(comm)
         by_comm[thread] += 1
         if comm == "ovs-vswitchd":
             main[classify(frames, MAIN)] += 1
+            main_leaf[leaf(frames)] += 1
         elif thread == "revalidator":
             reval[classify(frames, REVALIDATOR)] += 1
 
@@ -121,6 +134,8 @@ def summarize(capture: str, all_samples: list[tuple[str, list[str]]]) -> dict[st
         "samples": n,
         "machine_percent_by_thread": shares(by_comm, n),
         "main_thread_percent": shares(main, sum(main.values())),
+        "main_thread_top_functions_percent": shares(
+            collections.Counter(dict(main_leaf.most_common(TOP))), sum(main_leaf.values())),
         "revalidator_percent": shares(reval, sum(reval.values())),
     }
 

@@ -65,3 +65,27 @@ def test_samples_are_split_by_thread_and_by_what_the_thread_was_doing() -> None:
 def test_a_capture_with_no_samples() -> None:
     got = oncpu.summarize("x.data", oncpu.parse(""))
     assert got["samples"] == 0 and got["machine_percent_by_thread"] == {}
+
+
+def test_conntrack_checksum_and_the_innermost_functions() -> None:
+    text = "".join([
+        sample("ovs-vswitchd", "csum_continue", "conn_key_extract", "conntrack_execute",
+               "dp_execute_cb", "dp_netdev_input__", "main"),
+        sample("ovs-vswitchd", "conn_key_lookup", "conntrack_execute", "dp_netdev_input__",
+               "main"),
+        sample("ovs-vswitchd", "dpcls_lookup", "dp_netdev_input__", "main"),
+        sample("ovs-vswitchd", "k:tcp_v4_rcv", "k:net_rx_action", "k:__do_softirq",
+               "__sendmmsg", "netdev_linux_send", "netdev_send", "main"),
+    ])
+    got = oncpu.summarize("x.data", oncpu.parse(text))
+    assert got["main_thread_percent"] == {
+        "conntrack: the software checksum check of each packet": 25.0,
+        "conntrack (lookup, commit, NAT)": 25.0,
+        "datapath fast path (lookups, actions, recirculation)": 25.0,
+        "softirq: packets through the kernel (the lab's TCP stacks), on this thread": 25.0,
+    }
+    # the innermost user frame, never the softirq marker
+    assert got["main_thread_top_functions_percent"] == {
+        "csum_continue": 25.0, "conn_key_lookup": 25.0, "dpcls_lookup": 25.0,
+        "__sendmmsg": 25.0}
+    assert oncpu.leaf([]) == "kernel only (no user frames)"
