@@ -56,8 +56,9 @@ Table 20 ``SERVICE`` (a packet to a service with no session)
   0    drop
 
 Group <service id> (select, OF1.5 selection_method=dp_hash over the 5-tuple)
-  buckets for the backends of weight > 0, weights scaled to use all 256 hash
-  slots (see bucket_weights); each bucket:
+  buckets for the backends of weight > 0, each weighted by its share of the 256
+  hash slots (see bucket_weights; a backend with under one slot's share may get
+  none, and then no bucket); each bucket:
   reg0=service id, reg1=backend id, resubmit(,LEARN). (OVS checks bucket actions
   without the flow's match, so a set_field of tp_dst in a bucket is refused as
   inconsistent: the rewrite happens in LEARN, right after the bucket.)
@@ -732,30 +733,60 @@ DP_HASH_SLOTS = 256  # OVS 3.1: MAX(16, pow2(ceil(total / min weight))) slots, a
 SPLIT_BUCKET = 1 << 24  # bucket id bit of a backend's second bucket
 
 
+SPLIT_PRECISION = 0.005  # a backend's share of the slots may be this far off its weight's
+
+
+def _slots(weights: list[int], floor: bool) -> list[int]:
+    """The 256 hash slots shared out by largest remainder; with ``floor`` (at most 256
+    weights), each weight gets at least one and the others share the rest."""
+    one: set[int] = set()
+    while True:
+        rest = [i for i in range(len(weights)) if i not in one]
+        budget, total = DP_HASH_SLOTS - len(one), sum(weights[i] for i in rest)
+        low = {i for i in rest if weights[i] * budget < total} if floor else set()
+        if not low:  # never all of rest: its heaviest has a whole slot's share
+            break
+        one |= low
+    slots = [1 if i in one else weights[i] * budget // total for i in range(len(weights))]
+    by_remainder = sorted(rest, key=lambda i: (-(weights[i] * budget % total), i))
+    for i in by_remainder[:DP_HASH_SLOTS - sum(slots)]:
+        slots[i] += 1
+    return slots
+
+
 def bucket_weights(backends: tuple[Backend, ...]) -> list[tuple[Backend, int, int]]:
     """(backend, bucket weight, bucket id) for a precise weighted split.
 
-    OVS spreads a select group over hash slots by bucket weight, but with only
-    16 slots for small totals (1:1:1 gets 37.5/31.25/31.25 %). Scaling the
-    weights to a total of 255 and splitting a bucket of weight 1 off the
-    heaviest backend makes total/min exceed 128, so OVS uses all 256 slots:
-    every share is then within about half a percent of its weight. With more
-    backends than that can represent, the configured weights are used as they are.
+    OVS 3.1 spreads a select group over MAX(16, pow2(ceil(total / min weight))) hash
+    slots, at most 256 (more, and it leaves dp_hash for a far coarser method), by
+    Webster's method: 1:1:1 as it is gets 16 slots, 37.5/31.25/31.25 %. So lbrp shares
+    out the 256 slots itself and gives each backend its slots as its bucket weight.
+    Weights that sum to 256 with a smallest weight of 1 (a bucket of weight 1 split off
+    the heaviest backend when every backend has more) make OVS use all 256 slots, and
+    Webster's method then gives every bucket exactly its weight in slots.
+
+    Every backend gets at least one slot if every share then stays within
+    SPLIT_PRECISION of its weight's (1 against 1,000 still reaches the 1). Otherwise
+    (1,000 against 63 backends of 1, or over 256 backends) the slots go by largest
+    remainder alone: every share is within one slot (0.4 points) of its weight's, and
+    a backend with under a slot's share may get none, and no bucket.
     """
-    total = sum(b.weight for b in backends)
-    if not backends or len(backends) > DP_HASH_SLOTS // 2:
-        return [(b, b.weight, b.backend_id) for b in backends]
-    target = DP_HASH_SLOTS - 1
-    scaled = [max(1, round(b.weight * target / total)) for b in backends]
-    while sum(scaled) > target:  # rounding up (and the floor of 1) may overshoot
-        scaled[scaled.index(max(scaled))] -= 1
-    heaviest = scaled.index(max(scaled))
+    if not backends:
+        return []
+    weights = [b.weight for b in backends]
+    total = sum(weights)
+    slots = _slots(weights, floor=True) if len(weights) <= DP_HASH_SLOTS else []
+    if not slots or any(abs(n / DP_HASH_SLOTS - w / total) > SPLIT_PRECISION
+                        for n, w in zip(slots, weights, strict=True)):
+        slots = _slots(weights, floor=False)
+    split = min(n for n in slots if n) > 1
+    heaviest = slots.index(max(slots))
     out: list[tuple[Backend, int, int]] = []
-    for i, (b, w) in enumerate(zip(backends, scaled, strict=True)):
-        if i == heaviest and w > 1:
-            out += [(b, w - 1, b.backend_id), (b, 1, b.backend_id | SPLIT_BUCKET)]
-        else:
-            out.append((b, w, b.backend_id))
+    for i, (b, n) in enumerate(zip(backends, slots, strict=True)):
+        if split and i == heaviest:
+            out += [(b, n - 1, b.backend_id), (b, 1, b.backend_id | SPLIT_BUCKET)]
+        elif n:
+            out.append((b, n, b.backend_id))
     return out
 
 

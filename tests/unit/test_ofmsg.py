@@ -302,7 +302,7 @@ def test_bucket_owners_follow_each_change_of_a_service_between_polls() -> None:
         return ofmsg.group_and_meter_requests(parser, c, memo)[0][0][1]
 
     assert owners(cfg) == {s.key.service_id: pl.bucket_owners(s) for s in (web, dns)}
-    for backends in ((Backend("10.0.1.2", 8080, 9), Backend("10.0.1.3", 8080, 1)),
+    for backends in ((Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 9)),
                      (Backend("10.0.1.2", 8080, 1), Backend("10.0.1.3", 8080, 9),
                       Backend("10.0.1.5", 8080, 3)),
                      (Backend("10.0.1.5", 8080, 3),)):

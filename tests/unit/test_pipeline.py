@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 from dataclasses import replace
 
 import pytest
@@ -288,13 +289,16 @@ def test_a_backend_address_serving_several_services_tries_each_service_in_turn()
     assert not [f for f in retries if (pl.REG_REPLY_IP, 0x0A000103) in f.match]
 
 
-def ovs_slots(weights: list[int]) -> list[int]:
-    """OVS 3.1's dp_hash table: MAX(16, pow2(ceil(total/min))) slots (<= 256), filled by
-    Webster's method (highest weight / (2 * slots + 1) next)."""
-    total, lo = sum(weights), min(weights)
+def ovs_slots(weights: list[int]) -> list[int] | None:
+    """OVS 3.1's dp_hash table: MAX(16, pow2(ceil(total/min))) slots, filled by Webster's
+    method (highest weight / (2 * slots + 1) next); None where that is over 256 slots and
+    OVS leaves dp_hash (``group_setup_dp_hash_table``)."""
+    total, lo = sum(weights), min(w for w in weights if w)
     n = 16
-    while n < min(256, -(-total // lo)):
+    while n < -(-total // lo):
         n *= 2
+    if n > 256:
+        return None
     slots = [0] * len(weights)
     for _ in range(n):
         i = max(range(len(weights)), key=lambda j: weights[j] / (2 * slots[j] + 1))
@@ -302,22 +306,55 @@ def ovs_slots(weights: list[int]) -> list[int]:
     return slots
 
 
-@pytest.mark.parametrize("weights", [(1, 1, 1), (10, 100, 1), (3, 7), (1,), (5, 5, 5, 5, 1),
-                                     (65535, 1), (1, 2, 3, 4, 5, 6, 7, 8)])
-def test_bucket_weights_give_every_backend_its_share_within_a_point(
-        weights: tuple[int, ...]) -> None:
-    backends = tuple(Backend(f"10.0.1.{i + 2}", 80, w) for i, w in enumerate(weights))
+def _shares(weights: list[int] | tuple[int, ...]) -> list[float]:
+    """Each backend's share of the hash slots OVS gives bucket_weights' buckets."""
+    backends = tuple(Backend(f"10.{i // 250}.{i % 250}.2", 80, w) for i, w in enumerate(weights))
     buckets = pl.bucket_weights(backends)
-    assert sum(w for _, w, _ in buckets) <= 255
+    assert sum(w for _, w, _ in buckets) == 256 and min(w for _, w, _ in buckets) == 1
     assert len({bid for _, _, bid in buckets}) == len(buckets)  # bucket ids unique
     slots = ovs_slots([w for _, w, _ in buckets])
-    assert sum(slots) == 256 or len(backends) == 1
-    per: dict[str, int] = {}
+    assert slots == [w for _, w, _ in buckets]  # Webster's method gives each its weight
+    per = dict.fromkeys(backends, 0)
     for (be, _, _), n in zip(buckets, slots, strict=True):
-        per[be.ip] = per.get(be.ip, 0) + n
-    for be in backends:
-        share = per.get(be.ip, 0) / sum(slots)
-        assert abs(share - be.weight / sum(weights)) < 0.01, (be, share)
+        per[be] += n
+    return [per[be] / 256 for be in backends]
+
+
+@pytest.mark.parametrize("weights", [
+    (1, 1, 1), (10, 100, 1), (3, 7), (1,), (5, 5, 5, 5, 1), (65535, 1), (1, 2, 3, 4, 5, 6, 7, 8),
+    # one heavy backend and many light ones: a floor of one slot each gave the heavy one
+    # 193 of 256 slots (75 %) against a 94 % share for 1000 + 63 x 1
+    (1000, *[1] * 63), (10000, *[10] * 20), (*[1000] * 4, *[1] * 60), (1000, *[1] * 10),
+    (100, *[1] * 200),  # past 128 backends, where the weights were given to OVS as they are
+    (1,) * 300, (7,) * 257])  # past 256: some backends must get no slot
+def test_bucket_weights_give_every_backend_its_share_within_half_a_point(
+        weights: tuple[int, ...]) -> None:
+    total = sum(weights)
+    for share, w in zip(_shares(weights), weights, strict=True):
+        assert abs(share - w / total) <= pl.SPLIT_PRECISION, (w, share)
+
+
+@pytest.mark.parametrize("weights", [(1, 1000), (1, 100, 1000), (65535, 1), (1,) * 256])
+def test_every_backend_gets_new_sessions_where_that_stays_precise(
+        weights: tuple[int, ...]) -> None:
+    """A canary of weight 1 against 1,000 gets its one slot (0.39 % against 0.1 %)."""
+    assert all(_shares(weights))
+
+
+def test_a_backend_goes_without_new_sessions_only_where_precision_needs_it() -> None:
+    shares = _shares((1000, *[1] * 63))  # a slot each would leave the 1000 at 75 %
+    assert abs(shares[0] - 1000 / 1063) <= 1 / 256
+    assert 0 < sum(1 for x in shares[1:] if x) < 63
+
+
+def test_bucket_weights_are_within_a_slot_for_random_weights() -> None:
+    rng = random.Random(4)
+    for _ in range(300):
+        weights = [rng.choice((1, 2, 3, 10, 100, 1000, 65535)) if rng.random() < 0.3
+                   else rng.randint(1, 1000) for _ in range(rng.randint(1, 40))]
+        total = sum(weights)
+        for share, w in zip(_shares(weights), weights, strict=True):
+            assert abs(share - w / total) <= pl.SPLIT_PRECISION, (weights, w, share)
 
 
 def test_the_default_16_slots_would_be_imprecise() -> None:
