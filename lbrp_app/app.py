@@ -487,6 +487,7 @@ class LbrpApp(app_manager.OSKenApp):
                 config_file.save(self.config_path, new)
             except OSError as exc:
                 self._roll_back(done, new, old)
+                self._restore_file(old)
                 raise ChangeError(f"could not save {self.config_path}: {exc}") from None
             self.config = new
             times.mark("save")
@@ -522,6 +523,15 @@ class LbrpApp(app_manager.OSKenApp):
                             describe_error(errors[0]))
             if times is not None:
                 times.mark("flush")
+
+    def _restore_file(self, cfg: Config) -> None:
+        """After a refused save, the file as ``cfg``: a save can fail after its rename
+        (the folder's fsync), and a restart would then bring back the refused change."""
+        try:
+            config_file.save(self.config_path, cfg)
+        except OSError as exc:
+            LOG.error("could not write %s back as it was before the refused change: %s",
+                      self.config_path, exc)
 
     def _roll_back(self, switches: list[Switch], new: Config, old: Config) -> None:
         for sw in switches:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import reprlib
 import socket
 import weakref
 import zlib
@@ -27,7 +28,14 @@ class ConfigError(ValueError):
         self.field = field_name
         self.value = value
         self.reason = reason
-        super().__init__(f"{field_name}: {reason} (got {value!r})")
+        super().__init__(f"{field_name}: {reason} (got {_SHORT.repr(value)})")
+
+
+# A refused value is quoted in the message, but never whole: a request may nest it
+# thousands deep (repr would recurse out) or make it a megabyte long.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 120, 120
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
 
 
 def parse_ipv4(field_name: str, value: Any) -> str:
@@ -387,6 +395,12 @@ SERVICE_KEYS = ("vip", "proto", "port", "name", "backends")
 TOP_KEYS = ("frontend_port", "backend_port", "session_pinning", "services", *SETTING_LIMITS)
 
 
+def _list_or_none(value: Any) -> Any:
+    """A list key left empty (``services:``) is an empty list; any other value is
+    checked as given, so ``{}``, ``0`` or ``''`` are refused, not read as empty."""
+    return [] if value is None else value
+
+
 def parse_config(obj: Any) -> Config:
     """Build and validate a Config from the parsed YAML document (None = empty)."""
     if obj is None:
@@ -395,7 +409,7 @@ def parse_config(obj: Any) -> Config:
         raise ConfigError("(top level)", type(obj).__name__, "must be a mapping")
     check_keys("(top level)", obj, TOP_KEYS)
     settings = parse_settings(obj)
-    raw = obj.get("services") or []
+    raw = _list_or_none(obj.get("services"))
     if not isinstance(raw, list):
         raise ConfigError("services", raw, "must be a list")
     services: dict[ServiceKey, Service] = {}
@@ -413,7 +427,8 @@ def parse_config(obj: Any) -> Config:
         if key in services:
             raise ConfigError(where, str(key), "duplicate service")
         services[key] = Service(key, parse_name(f"{where}.name", item.get("name", "")),
-                                parse_backends(f"{where}.backends", item.get("backends") or []))
+                                parse_backends(f"{where}.backends",
+                                               _list_or_none(item.get("backends"))))
     cfg = Config(settings, services)
     check_ids(cfg)
     return cfg

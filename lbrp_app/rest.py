@@ -71,6 +71,16 @@ def _service_key(vip: str, proto: str, port: str) -> ServiceKey:
     return ServiceKey(parse_ipv4("vip", vip), parse_proto("proto", proto), _path_port("port", port))
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json keeps the last, silently)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice")
+        seen.add(key)
+    return dict(pairs)
+
+
 def _body(req: Request) -> dict[str, Any]:
     if req.content_length is not None and req.content_length > MAX_BODY:
         raise HttpError(413, f"request body larger than {MAX_BODY} bytes")
@@ -85,9 +95,11 @@ def _body(req: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "body is not valid JSON: nested too deep") from None
     if not isinstance(doc, dict):
         raise HttpError(400, "body must be a JSON object")
     return doc

@@ -182,3 +182,32 @@ def test_a_change_the_switch_may_hold_in_part_has_it_programmed_again(tmp_path: 
     app, sw, reprogrammed = _app_with_one_switch(tmp_path, refuse=set())
     app.apply(_add_backend)
     assert len(app.config.sorted_services()[0].backends) == 2 and app.config_path.exists()
+
+
+def test_a_save_that_fails_after_its_rename_leaves_the_file_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's fsync fails once the new file is in place: the change is refused,
+    rolled back on the switch, and the file holds the config kept (a restart must not
+    bring the refused change back)."""
+    import os
+    import stat
+
+    from lbrp_app import config
+    from lbrp_app.app import ChangeError
+
+    app, sw, _ = _app_with_one_switch(tmp_path, refuse=set())
+    before = app.config
+    config.save(app.config_path, before)
+    real_fsync, failed = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode) and not failed:
+            failed.append(fd)
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(ChangeError, match="could not save"):
+        app.apply(_add_backend)
+    assert failed and app.config is before and sw.programmed
+    assert config.load(app.config_path) == before

@@ -197,3 +197,58 @@ _ITEM = "  - ip: 10.0.1.2\n    port: 1\n"
 def test_odd_files_are_read_as_yaml_reads_them(text: str) -> None:
     own = config.read_own_format(text)
     assert own is None or own == _yaml_reads(text)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    # a second "services" would drop every service above it
+    (("services:\n- {vip: 13.13.13.13, proto: tcp, port: 80}\nmax_sessions: 1000\n"
+     "services:\n- {vip: 14.14.14.14, proto: udp, port: 53}\n"), "services"),
+    ("services:\n- vip: 13.13.13.13\n  proto: tcp\n  port: 80\n  port: 8080\n", "port"),
+    (("services:\n- {vip: 13.13.13.13, proto: tcp, port: 80, backends: "
+     "[{ip: 10.0.1.1, port: 80, weight: 0, weight: 70}]}\n"), "weight"),
+    ("services:\n- {vip: 13.13.13.13, proto: tcp, port: 80, 'port': 81}\n", "port")])
+def test_a_key_given_twice_is_refused(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigFileError, match=f"found the key '{key}' twice"):
+        config.load(path)
+    assert yaml.safe_load(text)  # which yaml alone reads, keeping the last
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text("services:\n- &s {vip: 13.13.13.13, proto: tcp, port: 80}\n"
+                    "- <<: *s\n  port: 81\n")
+    assert [k.port for k in config.load(path).services] == [80, 81]
+
+
+@pytest.mark.parametrize("text", ["services: {}\n", "services: 0\n", "services: ''\n",
+                                  "services: false\n",
+                                  ("services:\n- {vip: 13.13.13.13, proto: tcp, port: 80, "
+                                  "backends: {}}\n"),
+                                  ("services:\n- {vip: 13.13.13.13, proto: tcp, port: 80, "
+                                  "backends: 0}\n")])
+def test_an_empty_value_of_the_wrong_type_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigFileError, match="must be a list"):
+        config.load(path)
+
+
+def test_a_list_key_left_empty_is_an_empty_list(tmp_path: Path) -> None:
+    path = tmp_path / "null.yaml"
+    path.write_text("services:\n- vip: 13.13.13.13\n  proto: tcp\n  port: 80\n  backends:\n")
+    assert config.load(path).services[ServiceKey("13.13.13.13", "tcp", 80)].backends == ()
+    path.write_text("services:\n")
+    assert config.load(path) == Config()
+
+
+@pytest.mark.parametrize("text", [
+    "services:\n" + "- " * 200_000 + "1\n",  # libyaml's composer crashed the process
+    "services: " + "[" * 200_000 + "]" * 200_000 + "\n",
+    "services:\n- " + "{a: " * 100_000 + "1" + "}" * 100_000 + "\n"])
+def test_a_file_nested_too_deep_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigFileError, match="nested deeper than 64 levels"):
+        config.load(path)

@@ -141,3 +141,15 @@ def test_backend_users_patched_by_each_change_equal_a_fresh_index() -> None:
         assert "backend_users" in cfg.__dict__  # carried over, not recomputed
         fresh = Config(settings=cfg.settings, services=dict(cfg.services))
         assert cfg.backend_users == fresh.backend_users
+
+
+def test_a_refused_value_is_quoted_short() -> None:
+    """Nested thousands deep, repr would recurse out; a megabyte would fill the answer."""
+    from lbrp_app.model import ConfigError
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for value in (deep, "x" * 1_000_000, {str(i): i for i in range(10_000)}):
+        assert len(str(ConfigError("services[0]", value, "must be a mapping"))) < 300
+    assert str(ConfigError("port", 70000, "out of range")) == "port: out of range (got 70000)"

@@ -129,6 +129,13 @@ def test_bad_json_and_sizes(api: tuple[RestApi, FakeApp]) -> None:
     assert call(rest, "PUT", SVC, raw=b"{not json")[0] == 400
     assert call(rest, "PUT", SVC, raw=b"\xff\xfe")[0] == 400
     assert call(rest, "PUT", SVC, raw=b"x" * (MAX_BODY + 1))[0] == 413
+    # json keeps the last of a repeated key; nesting past its limit raised RecursionError (503)
+    status, out = call(rest, "PUT", SVC, raw=b'{"name": "a", "name": "b"}')
+    assert status == 400 and "'name' is given twice" in out["error"]
+    status, out = call(rest, "PUT", SVC, raw=b"[" * 100_000)
+    assert status == 400 and "nested too deep" in out["error"]
+    status, out = call(rest, "PUT", SVC, raw=b'{"name": ' + b"[" * 500 + b"]" * 500 + b"}")
+    assert status == 400 and "name" in out["error"] and len(out["error"]) < 300
     assert app.applied == 0
 
 
