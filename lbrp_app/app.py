@@ -264,14 +264,20 @@ class LbrpApp(app_manager.OSKenApp):
                     LOG.warning("switch %016x: %s", dp.id, text)
                 sw.warnings = warnings
                 t0 = time.monotonic()
-                guard = 0
+                guard, stale = 0, []
                 if self.config.settings.session_pinning == "learn":
                     guard = pl.reconcile_guard(bool(self._count_flows(
                         dp, pl.LEARN, cookie=pl.guard_cookie(1), cookie_mask=pl.ALL_ONES)))
+                    stale = pl.stale_sessions(self._learn_backends(dp), self.config)
+                    if stale:
+                        LOG.info("switch %016x: purging the learned sessions of backends "
+                                 "it holds and the config no longer has: %d", dp.id,
+                                 len(stale))
                 steps = [("start", time.monotonic())]  # each step: (name, time it ended)
                 with gc_paused(freeze=True):
                     state = pl.desired_state(self.config, sw.ports, guard)
-                    msgs = ofmsg.reconcile_messages(dp.ofproto_parser, dp.ofproto, state)
+                    msgs = ofmsg.reconcile_messages(dp.ofproto_parser, dp.ofproto, state,
+                                                    stale)
                     steps.append(("built", time.monotonic()))
                     commit_staged(dp, self.tracker, msgs, SWITCH_TIMEOUT,
                                   lambda step: steps.append((step, time.monotonic())))
@@ -594,6 +600,17 @@ class LbrpApp(app_manager.OSKenApp):
         counts = [m.body.stats.get("flow_count", 0) for m in answer.replies
                   if isinstance(m, dp.ofproto_parser.OFPAggregateStatsReply)]
         return None if answer.errors or len(counts) != 1 else counts[0]
+
+    def _learn_backends(self, dp: Any) -> list[int]:
+        """The cookies of the backend flows in the switch's LEARN table: the backends
+        it was programmed with; raises SwitchError."""
+        backends = sum(len(svc.backends) for svc in self.config.services.values())
+        answer = request(dp, self.tracker, ofmsg.learn_backend_requests(backends),
+                         SWITCH_TIMEOUT)
+        if answer.errors:
+            raise SwitchError(f"switch refused to list its LEARN flows: {answer.errors[0]}")
+        return [flow.cookie for m in answer.replies
+                if isinstance(m, ofmsg.OFPFlowDescStatsReply) for flow in m.body]
 
     def _reset(self, dp: Any, port: int, sid: int, rst: packets.Reset) -> None:
         """Send ``rst`` for a non-SYN that reached the switch's no-session flow.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -523,8 +523,10 @@ def diff_messages(parser: ModuleType, ofp: ModuleType, d: pl.Diff,
     return msgs, []
 
 
-def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> list[Any]:
-    """Replace everything the app owns (not learned sessions) with ``state``.
+def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State,
+                       stale: Iterable[tuple[int, int]] = ()) -> list[Any]:
+    """Replace everything the app owns (not learned sessions) with ``state``, and
+    purge the learned sessions ``stale`` selects (:func:`pipeline.stale_sessions`).
 
     Meant for one atomic bundle: the switch never sees the intermediate state.
     """
@@ -532,7 +534,15 @@ def reconcile_messages(parser: ModuleType, ofp: ModuleType, state: pl.State) -> 
                        delete_group(parser, ofp, OFPG_ALL)]
     msgs += [group_mod(parser, ofp, g, ofp.OFPGC_ADD) for g in state.groups.values()]
     msgs += [flow_mod(parser, ofp, f, ofp.OFPFC_ADD) for f in state.flows.values()]
+    msgs += [delete_by_cookie(parser, ofp, ck, mask, table)
+             for ck, mask in stale for table in pl.SESSION_TABLES]
     return msgs
+
+
+def learn_backend_requests(backends: int) -> list[FlowDescRequest]:
+    """Flow-desc requests of the LEARN table's backend flows (about ``backends``), whose
+    cookies say which backends the switch was programmed with."""
+    return [req for _, req in _flow_desc_requests(pl.LEARN, pl.KIND_BACKEND, backends)]
 
 
 # multipart type and flags, then table, out_port, out_group, cookie and its mask

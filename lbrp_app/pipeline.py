@@ -177,6 +177,7 @@ packet-ins (ICMP echo, rejects and RSTs for non-SYNs).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +297,25 @@ SERVICE_MASK = (0xFF << 56) | (0xFFFFFFFF << 24)
 def session_cookie(svc: ServiceKey, be: Backend) -> tuple[int, int]:
     """(cookie, mask) selecting the learned sessions of one backend of one service."""
     return cookie(KIND_SESSION, svc.service_id, be.backend_id), ALL_ONES
+
+
+KIND_MASK = 0xFF << 56  # tag and kind: every flow of one kind
+
+
+def stale_sessions(backend_cookies: Iterable[int], cfg: Config) -> list[tuple[int, int]]:
+    """(cookie, mask) of the learned sessions a reconnect purges: those of each backend
+    whose LEARN flow the switch holds (``backend_cookies``: the cookies of its LEARN
+    table's KIND_BACKEND flows) and ``cfg`` does not, as a REST removal would. Such a
+    backend went while no controller ran (the file edited meanwhile), or with a change
+    whose confirmation was lost."""
+    kept = {cookie(KIND_BACKEND, svc.key.service_id, be.backend_id)
+            for svc in cfg.services.values() for be in svc.backends}
+    out = []
+    for ck in sorted(set(backend_cookies) - kept):
+        decoded = decode_cookie(ck)
+        if decoded is not None and decoded[0] == KIND_BACKEND:
+            out.append((cookie(KIND_SESSION, decoded[1], decoded[2]), ALL_ONES))
+    return out
 
 
 def service_sessions_cookie(svc: ServiceKey) -> tuple[int, int]:

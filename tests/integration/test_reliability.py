@@ -370,6 +370,47 @@ def test_controller_kill_9_breaks_no_session_and_keeps_learned_flows(lb: Any) ->
     no_vip_leak(seen)
 
 
+def backend_sessions(net: Any, ip: str, port: int) -> int:
+    """Learned forward sessions of one backend of the web service on lb0."""
+    from lbrp_app.model import Backend, ServiceKey
+    from lbrp_app.pipeline import SESSION_FWD, session_cookie
+
+    ck, mask = session_cookie(ServiceKey(VIP, "tcp", PORT), Backend(ip, port))
+    out = net.lb_ofctl("dump-aggregate", f"table={SESSION_FWD},cookie={ck:#x}/{mask:#x}")
+    return int(re.search(r"flow_count=(\d+)", out).group(1))
+
+
+def test_a_backend_removed_while_the_controller_is_down_loses_its_sessions(lb: Any) -> None:
+    """The file edited while no controller runs: on its restart the switch still holds
+    the removed backend's learned sessions, and the reconnect purges them, as a REST
+    removal would; the other backends' sessions stay."""
+    if lb.mode != "learn":
+        pytest.skip("conntrack: a connection labelled with a backend that has no flows "
+                    "is refused at its next packet (pipeline's CT_FWD)")
+    ctl: Controller = lb.ctl
+    held = hold(lb, 30, 8)
+    wait_for(lambda: established(lb) >= 30, 20, "30 held sessions established")
+    # earlier tests' sessions expire first (tcp_fin_timeout 1 s): only the held ones count
+    wait_for(lambda: sum(backend_sessions(lb, b, 8002) for b in (B1, B2, B3)) == 30, 30,
+             "the web service's sessions down to the 30 held")
+    before = {b: backend_sessions(lb, b, 8002) for b in (B1, B2, B3)}
+    ctl.stop(kill=True)
+    doc = yaml.safe_load(ctl.config_path.read_text())
+    web = next(s for s in doc["services"] if s["proto"] == "tcp" and s["port"] == PORT)
+    web["backends"] = [b for b in web["backends"] if b["ip"] != B2]
+    ctl.config_path.write_text(yaml.safe_dump(doc))
+    ctl.start()
+    ctl.wait_programmed(lb.lb_dpid, timeout=60)
+    after = {b: backend_sessions(lb, b, 8002) for b in (B1, B2, B3)}
+    kept = json_result(held)
+    print(f"\nsessions per backend before/after the restart: {before} / {after}; held: {kept}")
+    assert before[B2] > 0 and after[B2] == 0, (before, after)
+    assert after[B1] == before[B1] > 0 and after[B3] == before[B3] > 0, (before, after)
+    # the removed backend's sessions were answered with a RST at their next packet
+    assert kept["failed"] == before[B2] and kept["ok"] == before[B1] + before[B3], kept
+    assert "the config no longer has: 1" in controller_log(ctl)
+
+
 # --- 2. switch restart -----------------------------------------------------------------------
 
 def vswitchd_connected_at(bridge: str, of_port: int, after: float) -> float | None:

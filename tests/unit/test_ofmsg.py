@@ -635,3 +635,17 @@ def test_flow_desc_replies_decode_each_flows_table_cookie_and_counts_and_reach_t
                                                 len(raw), 7, raw)
             assert msg.body == [(d.table_id, d.cookie, d.stats.get("packet_count", 0),
                                  d.stats.get("byte_count", 0)) for d in ref.body]
+
+
+def test_a_reconcile_purges_stale_sessions_in_both_session_tables() -> None:
+    c = Config().with_service(Service(WEB, "web", (Backend("10.0.1.2", 8002, 3),)))
+    stale = [(pl.cookie(pl.KIND_SESSION, 7, 9), pl.ALL_ONES)]
+    msgs = ofmsg.reconcile_messages(parser, ofp, pl.desired_state(c, pl.Ports(1, 2)), stale)
+    purges = [(m.table_id, m.cookie, m.cookie_mask) for m in msgs
+              if isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE
+              and m.cookie_mask == pl.ALL_ONES]
+    assert purges == [(t, *stale[0]) for t in pl.SESSION_TABLES]
+    # what the switch is asked for: its LEARN table's backend flows, by kind
+    reqs = ofmsg.learn_backend_requests(3)
+    assert [(r.table_id, r.cookie >> 56, r.cookie_mask >> 56) for r in reqs] == [
+        (pl.LEARN, pl.cookie(pl.KIND_BACKEND) >> 56, 0xFF)]

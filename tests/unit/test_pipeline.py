@@ -664,3 +664,24 @@ def test_learn_looks_up_a_new_sessions_flow_before_it_learns_and_sends_nothing_m
     ct = pl.desired_state(replace(cfg(Service(WEB, "web", (B1,))),
                                   settings=Settings(session_pinning="conntrack")), PORTS)
     assert not [f for f in ct.flows.values() if f.cookie == pl.PROBE_COOKIE]
+
+
+def test_a_reconnect_purges_the_sessions_of_backends_the_config_no_longer_has() -> None:
+    """The switch's LEARN flows say which backends it was programmed with: a backend
+    removed while no controller ran (or by a change whose confirmation was lost) has
+    its learned sessions purged, as a REST removal would."""
+    b1, b2, b3 = (Backend(f"10.0.1.{i}", 80, 1) for i in (2, 3, 4))
+    web, dns = ServiceKey("13.13.13.13", "tcp", 80), ServiceKey("13.13.13.14", "udp", 53)
+    was = Config().with_service(Service(web, "", (b1, b2))).with_service(Service(dns, "", (b3,)))
+    on_switch = [f.cookie for f in pl.desired_state(was, pl.Ports(1, 2)).flows.values()
+                 if f.table == pl.LEARN and (pl.decode_cookie(f.cookie) or (0,))[0]
+                 == pl.KIND_BACKEND]
+    assert len(on_switch) == 3
+    now = Config().with_service(Service(web, "", (b1,)))
+    assert pl.stale_sessions(on_switch, now) == sorted(
+        [pl.session_cookie(web, b2), pl.session_cookie(dns, b3)])
+    assert pl.stale_sessions(on_switch, was) == []
+    # weight 0 (draining) keeps its sessions; other kinds of cookie are not backends
+    drained = was.with_service(Service(web, "", (b1, replace(b2, weight=0))))
+    assert pl.stale_sessions(on_switch, drained) == []
+    assert pl.stale_sessions([pl.guard_cookie(1), pl.cookie(pl.KIND_SERVICE, 5)], now) == []
