@@ -150,6 +150,9 @@ Table 42 ``CT_COMMIT`` (the group's resubmit target)
        ct_label[24..54]=reg0), table=CT_FWD): the label is <service id|backend id>
   0    drop
 
+Learn pinning: a reconnect's bundle also purges the sessions of every backend
+whose LEARN flow the switch holds and the config does not (stale_sessions).
+
 Removing a service flushes its connections with NXT_CT_FLUSH by the original
 destination VIP:vport. Removing a backend deletes its flows, then lists the
 zone's connections (``dpctl/dump-conntrack``) and flushes those with its
@@ -297,9 +300,6 @@ SERVICE_MASK = (0xFF << 56) | (0xFFFFFFFF << 24)
 def session_cookie(svc: ServiceKey, be: Backend) -> tuple[int, int]:
     """(cookie, mask) selecting the learned sessions of one backend of one service."""
     return cookie(KIND_SESSION, svc.service_id, be.backend_id), ALL_ONES
-
-
-KIND_MASK = 0xFF << 56  # tag and kind: every flow of one kind
 
 
 def stale_sessions(backend_cookies: Iterable[int], cfg: Config) -> list[tuple[int, int]]:
