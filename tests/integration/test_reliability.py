@@ -173,9 +173,10 @@ def foreign_bridges() -> list[str]:
             if b not in BRIDGE_NAMES]
 
 
-def table_flows(net: Any, table: int) -> int:
-    """flow_count of one lb0 table (what OVSDB's flow_limit bounds)."""
-    out = net.lb_ofctl("dump-aggregate", f"table={table}")
+def table_flows(net: Any, table: int, select: str = "") -> int:
+    """flow_count of one lb0 table (what OVSDB's flow_limit bounds), or of its flows
+    that ``select`` (ovs-ofctl's flow syntax, e.g. a cookie/mask) picks."""
+    out = net.lb_ofctl("dump-aggregate", f"table={table}" + (f",{select}" if select else ""))
     return int(re.search(r"flow_count=(\d+)", out).group(1))
 
 
@@ -376,8 +377,7 @@ def backend_sessions(net: Any, ip: str, port: int) -> int:
     from lbrp_app.pipeline import SESSION_FWD, session_cookie
 
     ck, mask = session_cookie(ServiceKey(VIP, "tcp", PORT), Backend(ip, port))
-    out = net.lb_ofctl("dump-aggregate", f"table={SESSION_FWD},cookie={ck:#x}/{mask:#x}")
-    return int(re.search(r"flow_count=(\d+)", out).group(1))
+    return table_flows(net, SESSION_FWD, f"cookie={ck:#x}/{mask:#x}")
 
 
 def test_a_backend_removed_while_the_controller_is_down_loses_its_sessions(lb: Any) -> None:
